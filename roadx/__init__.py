@@ -1,0 +1,33 @@
+"""roadx: georeferenced road networks from large satellite and aerial GeoTIFF scenes.
+
+``import roadx`` is cheap: torch, rasterio and geopandas load only when a function that
+needs them is first used (the public names below are resolved lazily).
+
+Example:
+    >>> import roadx
+    >>> roadx.__version__
+    '0.1.0'
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "extract": "roadx.pipeline",
+    "ExtractResult": "roadx.pipeline",
+    "vectorize_raster": "roadx.pipeline",
+    "create_model": "roadx.models",
+    "list_models": "roadx.models",
+    "load_checkpoint": "roadx.models",
+    "TileGrid": "roadx.tiling",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'roadx' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""``python -m roadx`` runs the command-line interface."""
+
+from roadx.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""The roadx exception hierarchy.
+
+Every error raised on purpose subclasses :class:`RoadxError`. The CLI turns a ``RoadxError``
+into ``error: <message>`` on stderr and exit code 1, without a traceback (set ``ROADX_DEBUG=1``
+to see it). A message says what was found, what was expected and what to do next.
+"""
+
+
+class RoadxError(Exception):
+    """Root of all errors roadx raises on purpose."""
+
+
+class InputError(RoadxError, ValueError):
+    """An input file is missing, unreadable or not what the command needs."""
+
+
+class SceneError(InputError):
+    """A scene raster cannot be processed: no CRS/geotransform, no valid pixels, bad bands."""
+
+
+class CheckpointError(RoadxError, ValueError):
+    """A weights file is corrupt, of an unknown layout, or does not match the model."""
+
+
+class OutputError(RoadxError, ValueError):
+    """An output path cannot be written: unsupported extension, missing folder."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output exists and ``overwrite`` was not given."""
+
+
+class DeviceError(RoadxError, RuntimeError):
+    """The requested compute device is not available."""
+
+
+class DatasetError(RoadxError, ValueError):
+    """A training dataset has no usable samples or an unknown layout."""
+
+
+class EvaluationError(RoadxError, ValueError):
+    """Prediction and ground truth cannot be compared (no overlap, empty ground truth)."""

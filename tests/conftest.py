@@ -1,0 +1,30 @@
+"""Shared test fixtures.
+
+Tests that need the real data in ``../shared/data`` (or ``$ROADX_DATA``) use the
+``shared_data`` fixture: it skips locally when the data is absent, and *fails* when
+``CI=true``, so CI can never pass by silently skipping real-data tests.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The folder of real imagery and labels: ``$ROADX_DATA`` or ``../shared/data``."""
+    return Path(os.environ.get("ROADX_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ``../shared/data``; fails under CI=true when it is missing, else skips."""
+    root = shared_data_dir()
+    if not (root / "SOURCES.md").is_file():
+        msg = f"real test data not found at {root} (set ROADX_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
