@@ -46,12 +46,13 @@ def print_json(obj: Any) -> None:
 def progress_bar(
     description: str, total: int | None, *, enabled: bool = True, unit: str = "windows"
 ) -> Iterator[Callable[..., None]]:
-    """Show a rich progress bar on stderr; yield ``advance(n=1, **fields)``.
+    """Show a rich progress bar on stderr; yield ``advance(n=1, total=None, **fields)``.
 
-    Extra keyword fields (e.g. ``rate="3.1 windows/s"``) are shown after the bar.
+    ``total`` (when given) sets the bar's total; extra keyword fields (e.g.
+    ``rate="3.1 windows/s"``) are shown after the bar.
     """
     if not enabled:
-        yield lambda n=1, **fields: None
+        yield lambda n=1, total=None, **fields: None
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -67,8 +68,8 @@ def progress_bar(
     with progress:
         task = progress.add_task(description, total=total, info="")
 
-        def advance(n: int = 1, **fields: Any) -> None:
+        def advance(n: int = 1, total: int | None = None, **fields: Any) -> None:
             info = "  ".join(str(v) for v in fields.values())
-            progress.update(task, advance=n, info=info)
+            progress.update(task, advance=n, total=total, info=info)
 
         yield advance

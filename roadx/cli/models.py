@@ -1,6 +1,42 @@
-"""Placeholder: replaced by the module's owner."""
+"""``roadx models``: list the registered architectures, their default cards and sizes."""
+
+from typing import Any
+
+from roadx.cli.console import err_console, print_json
+from roadx.cli.options import JsonOpt
 
 
-def models() -> None:
-    """Not built yet."""
-    raise NotImplementedError
+def models(json_output: JsonOpt = False) -> None:
+    """List the registered architectures with their default cards and parameter counts.
+
+    A trained checkpoint carries its own card (bands, GSD, provenance); these are the defaults.
+
+    Example: roadx models --json
+    """
+    from roadx.models import count_parameters, get_card, list_models
+
+    rows: list[dict[str, Any]] = [
+        {**get_card(name).to_dict(), "parameters": count_parameters(name)} for name in list_models()
+    ]
+    if json_output:
+        print_json(rows)
+        return
+
+    from rich.table import Table
+
+    table = Table(title="roadx architectures (default cards)", title_justify="left")
+    for column in ("name", "parameters", "bands", "GSD m", "tile px", "input", "output"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            f"{row['parameters']:,}",
+            ",".join(row["bands"]),
+            f"{row['gsd_m']:g}",
+            str(row["tile_px"]),
+            f"x/255*{row['input_scale'] * 255:.4g}{row['input_offset']:+g}",
+            row["output"],
+        )
+    err_console.print(table)
+    for row in rows:
+        err_console.print(f"[bold]{row['name']}[/bold]: {row['paper']} Licence: {row['license']}.")

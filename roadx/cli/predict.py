@@ -1,6 +1,129 @@
-"""Placeholder: replaced by the module's owner."""
+"""``roadx predict``: the main job, GeoTIFF scene → road network layers."""
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from roadx.cli.console import err_console, print_json, progress_bar, setup_logging
+from roadx.cli.options import (
+    GsdOpt,
+    JsonOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    ThresholdOpt,
+    VerboseOpt,
+    parse_bands,
+)
 
 
-def predict() -> None:
-    """Not built yet."""
-    raise NotImplementedError
+def predict(
+    scene: Annotated[Path, typer.Argument(help="Input GeoTIFF scene (any CRS, 1–N bands).")],
+    output: OutputOpt,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Model weights (.safetensors); default: the shipped weights."),
+    ] = None,
+    model: Annotated[str, typer.Option(help="Architecture whose default weights to use.")] = (
+        "d3fnet34"
+    ),
+    device: Annotated[
+        Literal["auto", "cpu", "cuda"], typer.Option(help="Compute device.")
+    ] = "auto",
+    tta: Annotated[
+        Literal["none", "flip", "d4"],
+        typer.Option(help="Test-time augmentation: none, flip (4 views) or d4 (8 views)."),
+    ] = "d4",
+    tile: Annotated[
+        int | None, typer.Option(min=64, help="Window size in pixels (default: the model's).")
+    ] = None,
+    overlap: Annotated[
+        int, typer.Option(min=0, help="Overlap between windows in pixels.")
+    ] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 4,
+    blend: Annotated[
+        Literal["cosine", "crop"], typer.Option(help="Seam-free stitching mode.")
+    ] = "cosine",
+    threshold: ThresholdOpt = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(help="Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band."),
+    ] = None,
+    gsd: GsdOpt = None,
+    prob: Annotated[
+        Path | None,
+        typer.Option(help="Also write the stitched probability as a tiled, compressed GeoTIFF."),
+    ] = None,
+    no_resample: Annotated[
+        bool,
+        typer.Option(
+            "--no-resample", help="Do not resample the scene to the model's GSD (not advised)."
+        ),
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    json_output: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = 0,
+) -> None:
+    """Extract a road network from a GeoTIFF scene and write it as vector layers.
+
+    Example: roadx predict scene.tif -o roads.gpkg --prob prob.tif
+    """
+    setup_logging(verbose, quiet)
+    from dataclasses import replace
+
+    from roadx.pipeline import ExtractOptions, extract
+    from roadx.predict import PredictOptions
+    from roadx.vectorize import VectorizeParams
+
+    params = VectorizeParams()
+    if threshold is not None:
+        params = replace(params, threshold=threshold, threshold_low=0.6 * threshold)
+    options = ExtractOptions(
+        model=model,
+        weights=weights,
+        tile_px=tile,
+        overlap_px=overlap,
+        bands=parse_bands(bands),
+        gsd_m=gsd,
+        resample=not no_resample,
+        probability_path=prob,
+        overwrite=overwrite,
+        predict=PredictOptions(tta=tta, blend=blend, batch_size=batch_size, device=device),
+        vectorize=params,
+    )
+    show = not json_output and quiet == 0
+    start = time.perf_counter()
+    with progress_bar("predict", None, enabled=show) as advance:
+        last = 0
+
+        def on_progress(done: int, total: int, km2_done: float) -> None:
+            nonlocal last
+            hours = max(time.perf_counter() - start, 1e-9) / 3600
+            advance(
+                done - last,
+                total=total,
+                rate=f"{done / hours / 3600:.2f} windows/s",
+                area=f"{km2_done / hours:.1f} km²/h",
+            )
+            last = done
+
+        result = extract(scene, output, options=options, on_progress=on_progress)
+    if json_output:
+        print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title="roadx predict", show_header=False, title_justify="left")
+    table.add_row("scene", f"{result.scene} ({result.width_px}×{result.height_px} px, "
+                  f"{result.gsd_m} m/px{', resampled' if result.resampled else ''})")
+    table.add_row("CRS", result.crs or "none (pixel coordinates)")
+    table.add_row("model", f"{result.model} ({result.weights}), TTA {result.tta}, {result.device}")
+    table.add_row("windows", f"{result.windows} in {result.seconds:.1f} s "
+                  f"({result.windows_per_s:.2f} windows/s, {result.km2_per_h:.1f} km²/h)")
+    table.add_row("roads", f"{result.roads} lines, {result.total_km:.2f} km, "
+                  f"{result.junctions} junctions")
+    table.add_row("outputs", "\n".join(result.outputs + ([result.probability] if result.probability else [])))
+    err_console.print(table)

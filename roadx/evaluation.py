@@ -1,0 +1,403 @@
+"""``roadx eval`` as a library call: compare a road prediction with ground truth.
+
+:func:`evaluate` reads both inputs through :mod:`roadx.io.reference`, reprojects lines into
+the UTM zone of the ground truth's centre (lengths, buffers, radii in metres), clips them to
+the area of interest and computes pixel metrics (:mod:`roadx.metrics.pixel`, when an input is a
+raster) and network metrics (:func:`roadx.metrics.network.compare_networks`: CCQ, APLS,
+junctions, summaries). Non-georeferenced masks are compared in pixel space, pixel metrics only.
+With ``report_dir`` it writes ``report.json``, ``diff.gpkg`` (layers ``missed``, ``spurious``,
+``matched``) and ``comparison.png``.
+"""
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+from shapely.geometry.base import BaseGeometry
+
+from roadx.errors import EvaluationError, InputError, OutputExistsError
+from roadx.io import reference as ref
+from roadx.metrics.apls import AplsParams
+from roadx.metrics.figure import Underlay, mask_overlay, plot_comparison
+from roadx.metrics.network import NetworkComparison, NetworkParams, compare_networks
+from roadx.metrics.pixel import PixelReport, pixel_report
+
+logger = logging.getLogger(__name__)
+REPORT_FILES = ("report.json", "diff.gpkg", "comparison.png")
+_GT_THRESHOLD = 0.5  # ground-truth rasters are masks: road where value >= 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class EvalParams:
+    """Parameters of ``roadx eval`` (each maps 1:1 onto a CLI option).
+
+    Attributes:
+        threshold: probability threshold of raster predictions (pixel metrics, vectorising).
+        rho_px: relaxed precision / recall tolerance ρ, pixels.
+        buffer_m: CCQ buffer τ, metres.
+        apls_step_m: APLS control-node spacing, metres.
+        apls_snap_m: APLS snapping distance, metres.
+        apls_min_path_m: shortest source path APLS scores, metres.
+        apls_max_nodes: control nodes per graph before APLS samples them.
+        junction_radius_m: junction matching radius, metres.
+        mask_width_m: width at which road lines are burnt into masks for pixel metrics, metres.
+        seed: seed of the APLS node sample.
+    """
+
+    threshold: float = 0.5
+    rho_px: float = 3.0
+    buffer_m: float = 3.0
+    apls_step_m: float = 50.0
+    apls_snap_m: float = 4.0
+    apls_min_path_m: float = 10.0
+    apls_max_nodes: int = 1000
+    junction_radius_m: float = 10.0
+    mask_width_m: float = 4.0
+    seed: int = 0
+
+    def network_params(self) -> NetworkParams:
+        """The :class:`NetworkParams` of these settings."""
+        apls = AplsParams(self.apls_step_m, self.apls_snap_m, self.apls_min_path_m,
+                          self.apls_max_nodes, self.seed)
+        return NetworkParams(self.buffer_m, apls, self.junction_radius_m)
+
+
+@dataclass
+class EvalReport:
+    """Everything ``roadx eval`` measured, with its inputs, parameters and notes."""
+
+    prediction: str
+    ground_truth: str
+    metric_crs: str | None
+    params: EvalParams
+    pixel: PixelReport | None = None
+    network: NetworkComparison | None = None
+    notes: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the report (the diff lines are not included)."""
+        net = self.network
+        return {
+            "prediction": self.prediction,
+            "ground_truth": self.ground_truth,
+            "metric_crs": self.metric_crs,
+            "params": asdict(self.params),
+            "pixel": self.pixel.to_dict() if self.pixel else None,
+            "ccq": net.ccq.to_dict() if net else None,
+            "apls": net.apls.to_dict() if net else None,
+            "junctions": net.junctions.to_dict() if net else None,
+            "summary": {
+                "prediction": net.pred_summary.to_dict(),
+                "ground_truth": net.gt_summary.to_dict(),
+            } if net else None,
+            "notes": self.notes,
+            "outputs": self.outputs,
+        }
+
+
+@dataclass
+class _Side:
+    """One loaded input: lines (source CRS) or a raster layer."""
+
+    path: Path
+    lines: gpd.GeoSeries | None = None
+    raster: ref.RasterLayer | None = None
+
+
+def _load(path: Path, reference: Path | None, like: ref.RasterGrid | None, role: str) -> _Side:
+    kind = ref.input_kind(path)
+    if kind == "vector":
+        return _Side(path, lines=ref.read_lines(path).geometry)
+    if kind == "pixel_csv":
+        if reference is None:
+            raise InputError(
+                f"{path} holds pixel-coordinate WKT; pass --pred-transform-from RASTER (or "
+                "--image RASTER) with the image it was made from, to georeference it."
+            )
+        return _Side(path, lines=ref.read_pixel_wkt_csv(path, reference=reference).geometry)
+    layer = ref.read_raster_layer(path, like=like)
+    logger.debug("%s %s: raster %dx%d", role, path, layer.grid.width, layer.grid.height)
+    return _Side(path, raster=layer)
+
+
+def _union_in(frame: gpd.GeoDataFrame, crs: CRS | None) -> BaseGeometry:
+    if crs is not None and frame.crs is not None:
+        frame = frame.to_crs(crs)
+    return shapely.union_all(frame.geometry.values)
+
+
+def _pixel_size_m(grid: ref.RasterGrid, utm: CRS) -> tuple[float, float]:
+    cx, cy = grid.width / 2, grid.height / 2
+    pts = [grid.transform @ (cx, cy), grid.transform @ (cx + 1, cy), grid.transform @ (cx, cy + 1)]
+    xy = gpd.GeoSeries(shapely.points(pts), crs=grid.crs).to_crs(utm)
+    return float(xy[0].distance(xy[2])), float(xy[0].distance(xy[1]))
+
+
+def _lines_utm(side: _Side, utm: CRS, threshold: float) -> list[BaseGeometry]:
+    """Lines of one side in the metric CRS; a raster is vectorised (hysteresis low 0.6 x)."""
+    if side.lines is not None:
+        return list(side.lines.to_crs(utm).values)
+    assert side.raster is not None
+    from roadx.vectorize import VectorizeParams, vectorize
+
+    grid = side.raster.grid
+    vec = VectorizeParams(threshold=threshold, threshold_low=0.6 * threshold)
+    net = vectorize(
+        side.raster.values, transform=grid.transform, crs=grid.crs,
+        pixel_size_m=_pixel_size_m(grid, utm), params=vec,
+    )
+    return list(net.edges.geometry.to_crs(utm).values)
+
+
+def _values(side: _Side, grid: ref.RasterGrid, utm: CRS | None, width_m: float) -> np.ndarray:
+    """Raster values in [0, 1] (NaN nodata) of one side on ``grid``; lines are burnt in."""
+    if side.raster is not None:
+        return side.raster.values
+    assert side.lines is not None and utm is not None
+    polys = side.lines.to_crs(utm).buffer(width_m / 2).to_crs(grid.crs)
+    return ref.rasterize_mask(list(polys.values), grid).astype(np.float32)
+
+
+def _clip(lines: list[BaseGeometry], region: BaseGeometry | None,
+          ignored: BaseGeometry | None) -> list[BaseGeometry]:
+    geoms = np.asarray([g for g in lines if g is not None and not g.is_empty], dtype=object)
+    if region is not None and len(geoms):
+        geoms = shapely.intersection(geoms, region)
+    if ignored is not None and len(geoms):
+        geoms = shapely.difference(geoms, ignored)
+    return [g for g in geoms if not g.is_empty and g.length > 0]
+
+
+def evaluate(
+    pred: str | Path,
+    gt: str | Path,
+    *,
+    params: EvalParams = EvalParams(),
+    image: str | Path | None = None,
+    pred_transform_from: str | Path | None = None,
+    aoi: str | Path | None = None,
+    ignore: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    overwrite: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Compare a road prediction with ground truth; optionally write the report folder.
+
+    Args:
+        pred: road vectors (GPKG/GeoJSON/SHP), a probability / mask raster, or a CSV of
+            pixel WKT lines (needs ``pred_transform_from`` or ``image``).
+        gt: road centreline vectors or a mask raster / image.
+        params: see :class:`EvalParams`.
+        image: the scene image, for the figure underlay and the default AOI (its footprint).
+        pred_transform_from: raster whose pixel grid a pixel-WKT CSV refers to.
+        aoi: polygon file (or raster footprint) limiting the comparison; default: the image,
+            else the prediction raster's footprint, else everything.
+        ignore: polygon file of regions left out (watermarks, no-data).
+        report_dir: folder for ``report.json``, ``diff.gpkg`` and ``comparison.png``.
+        overwrite: replace existing report files.
+        on_stage: called with a stage name ("read", "graphs", "ccq", "apls", ...).
+
+    Returns:
+        :class:`EvalReport`.
+
+    Raises:
+        InputError: unreadable input, or inputs that cannot be aligned.
+        SceneError: an input that should be georeferenced has no CRS.
+        EvaluationError: empty ground truth, or no overlap between prediction and ground truth.
+        OutputExistsError: report files exist and ``overwrite`` is False.
+    """
+    stage = on_stage or (lambda name: None)
+    pred, gt = Path(pred), Path(gt)
+    out_dir = Path(report_dir) if report_dir is not None else None
+    if out_dir is not None and not overwrite:
+        existing = [n for n in REPORT_FILES if (out_dir / n).exists()]
+        if existing:
+            raise OutputExistsError(f"{out_dir} already holds {existing}; pass --overwrite.")
+    stage("read")
+    reference = Path(pred_transform_from or image) if (pred_transform_from or image) else None
+    p_side = _load(pred, reference, None, "prediction")
+    g_side = _load(gt, reference, p_side.raster.grid if p_side.raster else None, "ground truth")
+    grids = [s.raster.grid for s in (p_side, g_side) if s.raster is not None]
+    georef = all(g.georeferenced for g in grids)
+    if not georef:
+        return _evaluate_pixel_space(p_side, g_side, params, image, aoi, ignore, out_dir,
+                                     overwrite, stage)
+
+    footprint_src = image or (p_side.path if p_side.raster else None) or pred_transform_from
+    utm = _local_crs(g_side)
+    region_src = aoi or footprint_src
+    region = _union_in(ref.read_polygons(region_src), utm) if region_src else None
+    ignored = _union_in(ref.read_polygons(ignore), utm) if ignore else None
+    report = EvalReport(str(pred), str(gt), utm.to_string(), params)
+    if region_src:
+        report.notes.append(f"compared within {'--aoi ' if aoi else ''}{Path(region_src).name}")
+    if ignored is not None:
+        report.notes.append(f"regions of --ignore {Path(ignore or '').name} left out")
+
+    gt_all = _clip(_lines_utm(g_side, utm, _GT_THRESHOLD), None, None)
+    if not gt_all:
+        raise EvaluationError(f"{gt} holds no road; expected ground-truth road lines or pixels.")
+    _check_overlap(p_side, utm, gt_all, params)
+    gt_lines = _clip(gt_all, region, ignored)
+    if not gt_lines:
+        raise EvaluationError(
+            f"{gt} has no road inside the compared area ({report.notes[0]}); check --aoi, "
+            "--ignore and --image."
+        )
+    pred_lines = _clip(_lines_utm(p_side, utm, params.threshold), region, ignored)
+    if not pred_lines:
+        report.notes.append("the prediction has no road in the compared area: all scores are 0")
+    report.network = compare_networks(gt_lines, pred_lines, params.network_params(), on_stage=stage)
+    if report.network.apls.sampled:
+        report.notes.append(f"APLS sampled {params.apls_max_nodes} control nodes per graph "
+                            f"(seed {params.seed})")
+    if grids:
+        stage("pixel")
+        grid = grids[0]
+        keep = np.ones((grid.height, grid.width), bool)
+        if region is not None:
+            keep &= ref.rasterize_mask([_to(region, utm, grid.crs)], grid)
+        if ignored is not None:
+            keep &= ~ref.rasterize_mask([_to(ignored, utm, grid.crs)], grid)
+        report.pixel = _pixel_report(p_side, g_side, grid, utm, params, keep)
+    else:
+        report.notes.append("pixel metrics skipped: they need a raster prediction or ground truth")
+    if out_dir is not None:
+        stage("write")
+        _write_outputs(report, out_dir, utm, image, overwrite=overwrite,
+                       lines={"ground truth": gt_lines, "prediction": pred_lines})
+    return report
+
+
+def _local_crs(side: _Side) -> CRS:
+    if side.lines is not None:
+        frame = gpd.GeoDataFrame(geometry=side.lines)
+    else:
+        assert side.raster is not None
+        frame = gpd.GeoDataFrame(geometry=[side.raster.grid.footprint], crs=side.raster.grid.crs)
+    if frame.crs is not None and frame.crs.is_projected and frame.crs.utm_zone:
+        return CRS.from_user_input(frame.crs)
+    return CRS.from_user_input(frame.estimate_utm_crs())
+
+
+def _to(geom: BaseGeometry, src: CRS, dst: CRS | None) -> BaseGeometry:
+    return gpd.GeoSeries([geom], crs=src).to_crs(dst).iloc[0]
+
+
+def _check_overlap(p_side: _Side, utm: CRS, gt_lines: list[BaseGeometry],
+                   params: EvalParams) -> None:
+    """Raise EvaluationError when the prediction's extent misses the ground truth's."""
+    if p_side.raster is not None:
+        extent = _to(p_side.raster.grid.footprint, p_side.raster.grid.crs, utm)
+    else:
+        assert p_side.lines is not None
+        pred = [g for g in p_side.lines.to_crs(utm).values if g is not None and not g.is_empty]
+        if not pred:
+            return  # an empty prediction is legal and scores 0
+        extent = shapely.box(*shapely.total_bounds(pred))
+    gt_box = shapely.box(*shapely.total_bounds(gt_lines)).buffer(params.buffer_m)
+    if not extent.intersects(gt_box):
+        raise EvaluationError(
+            f"prediction {p_side.path} and the ground truth do not overlap (prediction extent "
+            f"{tuple(round(v) for v in extent.bounds)}, ground truth "
+            f"{tuple(round(v) for v in gt_box.bounds)} in {utm.to_string()}); expected both to "
+            "cover the same place. Check their CRSs and files."
+        )
+
+
+def _pixel_report(p_side: _Side, g_side: _Side, grid: ref.RasterGrid, utm: CRS | None,
+                  params: EvalParams, keep: np.ndarray | None) -> PixelReport:
+    gt = _values(g_side, grid, utm, params.mask_width_m)
+    valid = np.isfinite(gt) if keep is None else np.isfinite(gt) & keep
+    with np.errstate(invalid="ignore"):
+        gt_mask = gt >= _GT_THRESHOLD
+    return pixel_report(_values(p_side, grid, utm, params.mask_width_m), gt_mask, valid=valid,
+                        threshold=params.threshold, rho_px=params.rho_px)
+
+
+def _evaluate_pixel_space(p_side: _Side, g_side: _Side, params: EvalParams, image: Any,
+                          aoi: Any, ignore: Any, out_dir: Path | None, overwrite: bool,
+                          stage: Callable[[str], None]) -> EvalReport:
+    """Both inputs are plain (non-georeferenced) rasters of one size: pixel metrics only."""
+    if p_side.raster is None or g_side.raster is None:
+        raise InputError(
+            f"{(g_side if p_side.raster else p_side).path} is a vector file but the other input "
+            "is a raster without georeferencing; give both as rasters, or use georeferenced "
+            "inputs."
+        )
+    grid = p_side.raster.grid
+    region = ref.rasterize_mask(list(ref.read_polygons(aoi).geometry), grid) if aoi else None
+    if ignore:
+        keep = ~ref.rasterize_mask(list(ref.read_polygons(ignore).geometry), grid)
+        region = keep if region is None else region & keep
+    if not (g_side.raster.values >= _GT_THRESHOLD).any():
+        raise EvaluationError(f"{g_side.path} has no road pixel; expected a ground-truth mask.")
+    stage("pixel")
+    report = EvalReport(str(p_side.path), str(g_side.path), None, params)
+    report.pixel = _pixel_report(p_side, g_side, grid, None, params, region)
+    report.notes.append("inputs are not georeferenced: pixel metrics only (no CCQ, APLS or "
+                        "junctions; those need metric coordinates)")
+    if out_dir is not None:
+        stage("write")
+        with np.errstate(invalid="ignore"):
+            masks = (p_side.raster.values >= params.threshold,
+                     g_side.raster.values >= _GT_THRESHOLD)
+        _write_outputs(report, out_dir, None, image, overwrite=overwrite, masks=masks)
+    return report
+
+
+def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: Any, *,
+                   overwrite: bool, lines: dict[str, list[BaseGeometry]] | None = None,
+                   masks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = report.network
+    underlay, aspect, fig_crs = None, 1.0, utm
+    if image is not None:
+        rgb, grid = ref.read_rgb_preview(image)
+        (left, top), (right, bottom) = grid.transform @ (0, 0), grid.transform @ grid.shape_xy
+        underlay = Underlay(rgb, (left, right, bottom, top))
+        if grid.crs is not None:
+            fig_crs = CRS.from_user_input(grid.crs)
+            if fig_crs.is_geographic:
+                aspect = 1.0 / math.cos(math.radians((top + bottom) / 2))
+    overlay = mask_overlay(*masks) if masks is not None else None
+    layers: dict[str, list[BaseGeometry]] = {}
+    if net is not None and utm is not None and lines is not None:
+        diff = net.diff
+        frames = {name: gpd.GeoDataFrame(geometry=list(getattr(diff, name)), crs=utm)
+                  for name in ("missed", "spurious", "matched")}
+        report.outputs.append(str(ref.write_diff_layers(frames, out_dir / "diff.gpkg",
+                                                        overwrite=overwrite)))
+        conv = (lambda gs: list(gpd.GeoSeries(gs, crs=utm).to_crs(fig_crs).values)) \
+            if fig_crs != utm else list
+        layers = {"ground truth": conv(lines["ground truth"]),
+                  "prediction": conv(lines["prediction"]), "missed": conv(diff.missed),
+                  "spurious": conv(diff.spurious)}
+    png = plot_comparison(out_dir / "comparison.png", layers=layers, underlay=underlay,
+                          overlay_rgba=overlay, title=_title(report), aspect=aspect)
+    report.outputs.append(str(png))
+    path = out_dir / "report.json"
+    report.outputs.append(str(path))
+    tmp = path.with_name(".report.json.partial")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _title(report: EvalReport) -> str:
+    parts = [f"{Path(report.prediction).name} vs {Path(report.ground_truth).name}"]
+    if (n := report.network) is not None:
+        parts.append(f"APLS {n.apls.apls:.3f}  CCQ quality {n.ccq.quality:.3f}  "
+                     f"junction F1 {n.junctions.f1:.3f}")
+    if (px := report.pixel) is not None:
+        parts.append(f"IoU {px.confusion.iou:.3f}  relaxed F1 {px.relaxed.f1:.3f}")
+    return "\n".join(parts)

@@ -1,0 +1,296 @@
+"""Road-probability rasters: the streaming writer and a reader for ``roadx vectorize``.
+
+File format written by :class:`ProbabilityWriter` (``../shared/specs/pipeline-anchors.md`` §4.5):
+a single-band **uint8** GeoTIFF where ``0..254 = round(p * 254)`` and ``255 = nodata``, with
+band scale ``1/254`` and offset ``0`` (QGIS and ``gdalinfo`` then show 0..1), 512x512 tiles,
+DEFLATE with ``PREDICTOR=2``, ``BIGTIFF=IF_SAFER``, average overviews, and the tag
+``ROADX_PROBABILITY``. It is 4x smaller than float32 and loses at most 1/508 in probability.
+
+:func:`open_probability` reads that format and also rasters made by other tools: float
+probabilities in [0, 1], 0/255 masks and 0/1 masks, row band by row band.
+"""
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.io import DatasetReader
+from rasterio.windows import Window as RioWindow
+
+from roadx.errors import InputError
+from roadx.io.paths import check_output_path, discard, partial_path
+from roadx.io.raster import VALID_MIN, decimated_shape, gdal_env, open_dataset, read_georeferencing
+from roadx.tiling import Window
+
+logger = logging.getLogger(__name__)
+
+PROB_SCALE = 254
+PROB_NODATA = 255
+BLOCK_PX = 512
+TAG = "ROADX_PROBABILITY"
+TAG_TEXT = "road probability p; uint8 value = round(p * 254); 255 = nodata; p = value / 254"
+Kind = Literal["roadx", "float", "uint8", "mask01", "scaled"]
+
+
+def encode_probability(prob: np.ndarray) -> np.ndarray:
+    """Encode probabilities as uint8: ``round(p * 254)``, NaN -> 255 (nodata).
+
+    Args:
+        prob: float array in [0, 1] (values outside are clipped); NaN marks nodata.
+
+    Returns:
+        uint8 array of the same shape with values 0..254 and 255 for nodata.
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    out = np.rint(np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+    out[np.isnan(p)] = PROB_NODATA
+    return out
+
+
+class ProbabilityWriter:
+    """Write a probability raster window by window; the file appears only on success.
+
+    The data go to ``<path>.partial``; :meth:`close` (or leaving the ``with`` block normally)
+    builds overviews and renames it to ``path`` with :func:`os.replace`. On an exception the
+    partial file is removed. Pixels never written read as nodata (255). Memory is one block.
+
+    Args:
+        path: output ``.tif``/``.tiff``.
+        width: grid width in pixels (the processing grid of the scene).
+        height: grid height in pixels.
+        crs: grid CRS (None for pixel coordinates).
+        transform: grid transform (``Affine.identity()`` for pixel coordinates).
+        overwrite: replace an existing file.
+        overviews: build internal ``average`` overviews (2, 4, ... down to ~256 px) on close.
+
+    Raises:
+        roadx.errors.OutputError: unsupported extension or missing folder.
+        roadx.errors.OutputExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, width: int, height: int, crs: CRS | None,
+        transform: Affine, overwrite: bool = False, overviews: bool = True,
+    ) -> None:
+        self.path = check_output_path(path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
+        self.width, self.height = int(width), int(height)
+        self._partial = partial_path(self.path)
+        self._overviews = overviews
+        discard(self._partial)
+        profile: dict[str, Any] = dict(
+            driver="GTiff", width=self.width, height=self.height, count=1, dtype="uint8",
+            nodata=PROB_NODATA, crs=crs, transform=transform, tiled=True,
+            blockxsize=BLOCK_PX, blockysize=BLOCK_PX, compress="deflate", predictor=2,
+            BIGTIFF="IF_SAFER",
+        )
+        with gdal_env(str(self._partial)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst: Any = rasterio.open(self._partial, "w", **profile)
+        self._dst.scales = (1.0 / PROB_SCALE,)
+        self._dst.offsets = (0.0,)
+        self._dst.update_tags(**{TAG: TAG_TEXT})
+        self._dst.set_band_description(1, "road probability (0-1)")
+        self._closed = False
+
+    def write(self, window: Window, prob: np.ndarray) -> None:
+        """Write probabilities for one window of the grid.
+
+        Args:
+            window: where ``prob`` lies in the grid; parts outside the grid are dropped.
+            prob: ``(h, w)`` float32 in [0, 1] with ``(h, w) == window.shape``; NaN = nodata.
+
+        Raises:
+            ValueError: ``prob`` does not match the window, or the writer is closed.
+        """
+        if self._closed:
+            raise ValueError(f"{self.path}: the probability writer is already closed")
+        if prob.shape != window.shape:
+            raise ValueError(f"prob has shape {prob.shape}, expected {window.shape} for {window}")
+        inner = window.intersection(Window(0, 0, self.height, self.width))
+        if inner.height == 0 or inner.width == 0:
+            return
+        rows, cols = inner.relative_to(window)
+        rio = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
+        self._dst.write(encode_probability(prob[rows, cols]), 1, window=rio)
+
+    def close(self) -> None:
+        """Finish the file (overviews) and move it into place."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            factors = [2**i for i in range(1, 32) if max(self.width, self.height) / 2**i >= 256]
+            if self._overviews and factors:
+                self._dst.build_overviews(factors, Resampling.average)
+                self._dst.update_tags(ns="rio_overview", resampling="average")
+            self._dst.close()
+            os.replace(self._partial, self.path)
+        except BaseException:
+            self._dst.close()
+            discard(self._partial)
+            raise
+        logger.info("wrote probability raster %s", self.path)
+
+    def abort(self) -> None:
+        """Close and remove the partial file; ``path`` is left untouched."""
+        if not self._closed:
+            self._closed = True
+            self._dst.close()
+        discard(self._partial)
+
+    def __enter__(self) -> "ProbabilityWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ProbabilityRaster:
+    """A probability or road-mask raster opened for reading in row bands.
+
+    Attributes:
+        path: the file.
+        width: grid width in pixels.
+        height: grid height in pixels.
+        crs: CRS (None: pixel coordinates).
+        transform: pixel -> CRS coordinates.
+        georeferenced: False for rasters without CRS/geotransform opened with ``gsd_m``.
+        pixel_size_m: ``(row, col)`` metres per pixel.
+        gsd_m: ``sqrt(row * col)`` metres per pixel.
+        kind: the detected encoding: ``"roadx"`` (uint8 /254, 255 nodata), ``"float"``
+            ([0, 1]), ``"uint8"`` (0..255 incl. 0/255 masks, /255), ``"mask01"`` (0/1),
+            ``"scaled"`` (integer with band scale/offset).
+    """
+
+    def __init__(self, uri: str, src: DatasetReader, gsd_m: float | None) -> None:
+        self.path = Path(uri)
+        self._uri = uri
+        self._src = src
+        georef = read_georeferencing(src, uri, gsd_m)
+        self.width: int = src.width
+        self.height: int = src.height
+        self.crs: CRS | None = georef.crs
+        self.transform: Affine = georef.transform
+        self.georeferenced: bool = georef.georeferenced
+        self.pixel_size_m: tuple[float, float] = georef.pixel_size_m
+        self.gsd_m: float = georef.gsd_m
+        if src.count > 1:
+            logger.warning("%s has %d bands; reading band 1 as the probability", uri, src.count)
+        self.kind, self._scale, self._offset = self._detect()
+        logger.info("%s: %s probability raster, %dx%d px", uri, self.kind, self.width, self.height)
+
+    def _detect(self) -> tuple[Kind, float, float]:
+        src, uri = self._src, self._uri
+        dtype = np.dtype(src.dtypes[0])
+        scale, offset = float(src.scales[0]), float(src.offsets[0])
+        if TAG in src.tags() or (
+            dtype == np.uint8 and src.nodata == PROB_NODATA
+            and math.isclose(scale, 1 / PROB_SCALE, rel_tol=1e-4)
+        ):
+            return "roadx", 1.0 / PROB_SCALE, 0.0
+        if not np.issubdtype(dtype, np.floating) and (scale != 1.0 or offset != 0.0):
+            return "scaled", scale, offset
+        shape = decimated_shape(src.height, src.width)
+        with gdal_env(uri):
+            sample = src.read(1, out_shape=shape)
+            valid = src.read_masks(1, out_shape=shape) >= VALID_MIN
+        values = sample[valid & np.isfinite(sample)] if sample.dtype.kind == "f" else sample[valid]
+        lo = float(values.min()) if values.size else 0.0
+        hi = float(values.max()) if values.size else 0.0
+        if np.issubdtype(dtype, np.floating):
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise InputError(
+                    f"{uri} has float values in [{lo:g}, {hi:g}]; expected probabilities in "
+                    "[0, 1]. Apply a sigmoid to logits first."
+                )
+            return "float", 1.0, 0.0
+        if hi <= 1:
+            return "mask01", 1.0, 0.0
+        if dtype == np.uint8:
+            return "uint8", 1.0 / 255, 0.0
+        raise InputError(
+            f"{uri} is {dtype.name} with values up to {hi:g}; expected a roadx probability "
+            "raster, float probabilities in [0, 1], or a 0/1 or 0/255 road mask."
+        )
+
+    def read_rows(self, row0: int, row1: int) -> np.ndarray:
+        """Read full-width rows ``[row0, row1)`` as probabilities.
+
+        Args:
+            row0: first row (may be negative: rows outside the raster are NaN).
+            row1: one past the last row.
+
+        Returns:
+            ``(row1 - row0, width)`` float32 in [0, 1]; NaN where nodata/masked/outside.
+        """
+        out = np.full((max(0, row1 - row0), self.width), np.nan, dtype=np.float32)
+        a, b = max(row0, 0), min(row1, self.height)
+        if b <= a:
+            return out
+        window = RioWindow(0, a, self.width, b - a)
+        with gdal_env(self._uri):
+            values = self._src.read(1, window=window)
+            valid = self._src.read_masks(1, window=window) >= VALID_MIN
+        prob = values.astype(np.float32) * np.float32(self._scale) + np.float32(self._offset)
+        np.clip(prob, 0.0, 1.0, out=prob)
+        prob[~valid] = np.nan
+        out[a - row0 : b - row0] = prob
+        return out
+
+    def close(self) -> None:
+        """Close the dataset."""
+        self._src.close()
+
+    def __enter__(self) -> "ProbabilityRaster":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_probability(
+    path: str | os.PathLike[str], *, gsd_m: float | None = None
+) -> ProbabilityRaster:
+    """Open a probability or road-mask raster for ``roadx vectorize``.
+
+    Accepted encodings (band 1): roadx uint8 (``value / 254``, 255 nodata), float in [0, 1],
+    uint8 0..255 including 0/255 masks (``value / 255``), 0/1 masks, and integer rasters with a
+    band scale/offset. The raster's nodata value or mask gives NaN.
+
+    Args:
+        path: the raster.
+        gsd_m: metres per pixel for rasters without CRS/geotransform (pixel coordinates).
+
+    Returns:
+        The open :class:`ProbabilityRaster`; read it with ``read_rows``.
+
+    Raises:
+        roadx.errors.InputError: missing or unreadable file; values that are not
+            probabilities (float outside [0, 1], integer other than 0/1 or 0..255).
+        roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``.
+    """
+    uri, src = open_dataset(path)
+    try:
+        return ProbabilityRaster(uri, src, gsd_m)
+    except BaseException:
+        src.close()
+        raise

@@ -1,0 +1,469 @@
+"""Open a scene raster and read it window by window, never whole.
+
+:func:`open_scene` turns any GDAL raster (GeoTIFF first of all) into a :class:`Scene`: the
+*processing grid* (size, CRS, affine transform, metres per pixel) plus
+:meth:`Scene.read_window`, which returns a ``(3, h, w)`` uint8 image in the model's band order
+and a ``(h, w)`` validity mask for any window, also one that runs past the scene edge.
+
+Decisions, following ``../shared/specs/pipeline-anchors.md`` §4.6–4.8:
+
+* **Validity.** A pixel is valid where the dataset mask (nodata value, alpha band, internal or
+  external mask, as GDAL's mask bands report them) of *any* selected band is >= 128 (GDAL's
+  ``dataset_mask`` rule, so a dark pixel with one zero channel stays valid), float pixels are
+  finite, and the pixel lies inside the scene. Invalid pixels read as 0.
+* **Bit depth.** Non-uint8 scenes are stretched to uint8 with *scene-global* per-band 2–98 %
+  percentiles from one decimated read (long side <= 1024 px, GDAL uses overviews when they
+  exist), excluding invalid pixels. Never per window: that would put seams between tiles.
+* **GSD.** Metres per pixel from the geotransform: CRS linear unit factor for projected CRSs,
+  geodesic length of one pixel at the scene centre for geographic ones.
+* **Resampling.** With ``target_gsd_m`` more than 10 % away from the scene GSD, reads go
+  through a :class:`rasterio.vrt.WarpedVRT` in the *same* CRS whose pixels are exactly
+  ``target_gsd_m`` metres; masks travel through the VRT's alpha band.
+* **Boundless reads** are done as a read of the part inside the grid, padded with invalid
+  pixels (WarpedVRTs refuse ``boundless=True``, and it is ~50x cheaper than rasterio's
+  per-call boundless VRT).
+"""
+
+import logging
+import math
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyproj
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window as RioWindow
+
+from roadx.errors import InputError, SceneError
+from roadx.tiling import Window
+
+logger = logging.getLogger(__name__)
+
+STRETCH_PERCENTILES = (2.0, 98.0)
+DECIMATED_LONG_SIDE_PX = 1024
+RESAMPLE_TOLERANCE = 0.10
+VALID_MIN = 128  # mask values >= this are valid (GDAL masks are 0/255; alpha may be graded)
+_COLOURS = ("R", "G", "B")
+
+
+def gdal_env(path: str) -> rasterio.Env:
+    """Return the GDAL configuration used around opens and reads of ``path``.
+
+    Local files: ``GDAL_DISABLE_READDIR_ON_OPEN=TRUE`` (no listing of large folders, but
+    sidecars such as ``.ovr``, ``.msk``, ``.aux.xml`` and world files are still found).
+    Remote files (``/vsi*``, ``s3://``, ``https://``): ``EMPTY_DIR`` (no sidecar probes
+    over the network), merged range requests and the VSI cache.
+    """
+    if _is_remote(path):
+        return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", VSI_CACHE="TRUE",
+                            GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES")
+    return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE")
+
+
+def _is_remote(path: str) -> bool:
+    return path.startswith("/vsi") or "://" in path
+
+
+def open_dataset(path: str | os.PathLike[str]) -> tuple[str, DatasetReader]:
+    """Open a raster with rasterio, turning failures into :class:`InputError`.
+
+    Returns:
+        ``(uri, dataset)``: the string path used to open it and the open dataset.
+
+    Raises:
+        roadx.errors.InputError: the file does not exist or GDAL cannot read it.
+    """
+    uri = os.fspath(path)
+    if not _is_remote(uri) and not Path(uri).exists():
+        raise InputError(f"{uri} not found; check the path of the input raster.")
+    try:
+        with gdal_env(uri), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return uri, rasterio.open(uri)
+    except RasterioIOError as err:
+        raise InputError(
+            f"{uri} is not a raster GDAL can read ({err}); expected a GeoTIFF or another "
+            "GDAL raster format."
+        ) from err
+
+
+@dataclass(frozen=True, slots=True)
+class Georeferencing:
+    """Where a raster grid lies: CRS (None: pixel coordinates), pixel -> CRS transform,
+    whether it came from the file (False: ``gsd_m`` was assumed), ``(row, col)`` metres/pixel."""
+
+    crs: CRS | None
+    transform: Affine
+    georeferenced: bool
+    pixel_size_m: tuple[float, float]
+
+    @property
+    def gsd_m(self) -> float:
+        """Ground sample distance ``sqrt(row_m * col_m)`` in metres."""
+        return math.sqrt(self.pixel_size_m[0] * self.pixel_size_m[1])
+
+
+def read_georeferencing(src: DatasetReader, path: str, gsd_m: float | None) -> Georeferencing:
+    """Work out a dataset's CRS, transform and pixel size in metres.
+
+    Args:
+        src: an open dataset.
+        path: its path, for messages.
+        gsd_m: metres per pixel to assume when the raster has no CRS/geotransform.
+
+    Raises:
+        roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; unusable pixel size.
+    """
+    if gsd_m is not None and not gsd_m > 0:
+        raise SceneError(f"{path}: --gsd must be a positive number of metres, got {gsd_m}.")
+    if src.crs is None or src.transform.is_identity:
+        if gsd_m is None:
+            gcps = " (only GCPs/RPCs: orthorectify it first)" if src.gcps[0] or src.rpcs else ""
+            raise SceneError(f"{path} has no CRS/geotransform{gcps}; pass --gsd M to process "
+                             "it in pixel coordinates.")
+        logger.warning(
+            "%s has no CRS/geotransform: processing in pixel coordinates at %.3f m/px "
+            "(outputs are in pixel coordinates, not georeferenced)", path, gsd_m
+        )
+        return Georeferencing(None, Affine.identity(), False, (float(gsd_m), float(gsd_m)))
+    if gsd_m is not None:
+        logger.warning("%s is georeferenced; ignoring --gsd %s", path, gsd_m)
+    size = _pixel_size_m(src.crs, src.transform, src.width, src.height)
+    if not all(math.isfinite(s) and s > 0 for s in size):
+        raise SceneError(f"{path}: cannot compute the pixel size in metres from {src.transform}.")
+    return Georeferencing(src.crs, src.transform, True, size)
+
+
+def _pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    """``(row, col)`` metres per pixel; geographic CRSs use geodesics at the scene centre."""
+    pcrs = pyproj.CRS.from_wkt(crs.to_wkt())
+    a, b, d, e = transform.a, transform.b, transform.d, transform.e
+    if pcrs.is_geographic:
+        ell = pcrs.ellipsoid
+        geod = (pyproj.Geod(a=ell.semi_major_metre, rf=ell.inverse_flattening)
+                if ell is not None and ell.inverse_flattening > 0 else pyproj.Geod(ellps="WGS84"))
+        deg = math.degrees(pcrs.axis_info[0].unit_conversion_factor) if pcrs.axis_info else 1.0
+        lon, lat = transform @ (width / 2, height / 2)
+        lon, lat = lon * deg, lat * deg
+        col_m = geod.inv(lon, lat, lon + a * deg, lat + d * deg)[2]
+        row_m = geod.inv(lon, lat, lon + b * deg, lat + e * deg)[2]
+        return float(row_m), float(col_m)
+    factor = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
+    return math.hypot(b, e) * factor, math.hypot(a, d) * factor
+
+
+def _select_bands(
+    src: DatasetReader, path: str, bands: Sequence[int] | None, band_order: Sequence[str]
+) -> tuple[int, ...]:
+    """1-based source band of each model channel, in ``band_order`` (see :func:`open_scene`)."""
+    interp, count = list(src.colorinterp), src.count
+    rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if bands is None:
+        image = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
+        if all(c in interp for c in rgb):
+            chosen = [interp.index(c) + 1 for c in rgb]
+        elif len(image) != 2:  # one panchromatic band, or the first three
+            chosen = image[:3]
+        else:
+            raise SceneError(
+                f"{path} has {count} bands and no R,G,B colour interpretation; pass --bands "
+                "with 1 or 3 of its band numbers (1-based), e.g. --bands 1,2,3."
+            )
+    else:
+        chosen = [int(b) for b in bands]
+        bad = [b for b in chosen if not 1 <= b <= count]
+        if bad or len(chosen) not in (1, 3):
+            problem = f"band(s) {bad} out of range" if bad else f"{len(chosen)} bands given"
+            raise SceneError(
+                f"{path} has {count} band(s); --bands {','.join(map(str, chosen))} is invalid "
+                f"({problem}). Expected 1 band (panchromatic) or 3 bands given as R,G,B, each "
+                f"in 1..{count}."
+            )
+    if len(chosen) == 1:
+        return tuple(chosen * len(band_order))
+    if sorted(band_order) != sorted(_COLOURS):
+        raise SceneError(
+            f"{path}: the model expects bands {tuple(band_order)}, which cannot be built from "
+            "an R,G,B band selection; use a single band or a model with R,G,B input."
+        )
+    return tuple(chosen[_COLOURS.index(c)] for c in band_order)
+
+
+def decimated_shape(height: int, width: int) -> tuple[int, int]:
+    """Shape of a read whose long side is at most :data:`DECIMATED_LONG_SIDE_PX`."""
+    scale = max(height, width) / DECIMATED_LONG_SIDE_PX
+    if scale <= 1:
+        return height, width
+    return max(1, math.ceil(height / scale)), max(1, math.ceil(width / scale))
+
+
+def _check_not_empty_and_stretch(
+    src: DatasetReader, path: str, bands: Sequence[int], stretch: bool
+) -> dict[int, tuple[float, float]]:
+    """Raise if the scene has no valid pixel; return per-band global stretch stats if asked."""
+    unique = sorted(set(bands))
+    all_valid = all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in unique)
+    floating = np.issubdtype(np.dtype(src.dtypes[unique[0] - 1]), np.floating)
+    if all_valid and not stretch:
+        return {}
+    out_shape = (len(unique), *decimated_shape(src.height, src.width))
+    masks = src.read_masks(unique, out_shape=out_shape) >= VALID_MIN
+    data = src.read(unique, out_shape=out_shape) if stretch or floating else None
+    if data is not None and floating:
+        masks &= np.isfinite(data)
+    if not masks.any():
+        # nearest-neighbour decimation can miss small valid areas: confirm with an average
+        coarse = src.read_masks(unique, out_shape=out_shape, resampling=Resampling.average) > 0
+        if floating:
+            mean = src.read(unique, out_shape=out_shape, resampling=Resampling.average)
+            coarse &= np.isfinite(mean)
+        if not coarse.any():
+            raise SceneError(
+                f"{path} has no valid pixels in bands {tuple(unique)} (everything is nodata or "
+                "masked); expected a scene with image data. Check the nodata value and --bands."
+            )
+        masks = coarse
+    stats: dict[int, tuple[float, float]] = {}
+    if data is not None and stretch:
+        for i, band in enumerate(unique):
+            values = data[i][masks[i]]
+            if values.size == 0:
+                values = data[i][masks.any(axis=0)]
+            lo, hi = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
+            stats[band] = (lo, hi if hi > lo else lo + 1.0)
+    return stats
+
+
+class Scene:
+    """An open scene raster, read window by window on its processing grid.
+
+    Use :func:`open_scene` to create one; close it (or use it as a context manager) when done.
+    All sizes, the CRS and the transform describe the *processing grid*: the source grid, or
+    the resampled grid when ``resampled`` is true. Reads are thread-safe (serialised).
+
+    Attributes:
+        path: the scene file.
+        width: processing grid width in pixels.
+        height: processing grid height in pixels.
+        crs: CRS of the grid (None: pixel coordinates of a non-georeferenced image).
+        transform: pixel -> CRS coordinates of the processing grid.
+        georeferenced: False for plain images processed with ``gsd_m``.
+        pixel_size_m: ``(row, col)`` metres per processing-grid pixel.
+        gsd_m: ``sqrt(row * col)`` metres per processing-grid pixel.
+        source_gsd_m: GSD of the source grid in metres.
+        resampled: True when reads go through a WarpedVRT to ``target_gsd_m``.
+        band_indexes: 1-based source band of each output channel, in model order.
+        dtype: source data type, e.g. ``"uint16"``.
+        stretch: per output channel ``(lo, hi)`` source values mapped to 0 and 255, or None
+            for uint8 scenes (no stretch).
+    """
+
+    def __init__(
+        self, path: str, src: DatasetReader, vrt: WarpedVRT | None, *,
+        georef: Georeferencing, source_gsd_m: float, band_indexes: tuple[int, ...],
+        stretch: dict[int, tuple[float, float]],
+    ) -> None:
+        self.path = Path(path)
+        self._uri = path
+        self._src = src
+        self._vrt = vrt
+        self._reader: DatasetReader | WarpedVRT = vrt if vrt is not None else src
+        self._lock = threading.Lock()
+        self._stats = stretch
+        self._bands = sorted(set(band_indexes))
+        flags = self._reader.mask_flag_enums
+        shared = all(MaskFlags.per_dataset in flags[i - 1] for i in self._bands)
+        self._mask_bands = self._bands[:1] if shared else self._bands  # alpha/mask: read once
+        self.width: int = self._reader.width
+        self.height: int = self._reader.height
+        self.crs: CRS | None = georef.crs
+        self.transform: Affine = georef.transform
+        self.georeferenced: bool = georef.georeferenced
+        self.pixel_size_m: tuple[float, float] = georef.pixel_size_m
+        self.gsd_m: float = georef.gsd_m
+        self.source_gsd_m = source_gsd_m
+        self.resampled: bool = vrt is not None
+        self.band_indexes = band_indexes
+        self.dtype: str = src.dtypes[band_indexes[0] - 1]
+        self.stretch: tuple[tuple[float, float], ...] | None = (
+            tuple(stretch[b] for b in band_indexes) if stretch else None
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Scene({str(self.path)!r}, {self.width}x{self.height} px, crs={self.crs}, "
+            f"gsd_m={self.gsd_m:.3f}, bands={self.band_indexes}, resampled={self.resampled})"
+        )
+
+    def _read_inside(self, window: Window, masks_only: bool) -> tuple[Window, Any, np.ndarray]:
+        """Read data and validity for the part of ``window`` inside the grid."""
+        inner = window.intersection(Window(0, 0, self.height, self.width))
+        if inner.height == 0 or inner.width == 0:
+            return inner, None, np.zeros(inner.shape, dtype=bool)
+        rio = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
+        try:
+            with self._lock, gdal_env(self._uri):
+                masks = self._reader.read_masks(self._mask_bands, window=rio)
+                data = None if masks_only else self._reader.read(self._bands, window=rio)
+        except RasterioIOError as err:
+            raise InputError(f"{self._uri}: reading {window} failed ({err}); the file may be "
+                             "corrupt or truncated.") from err
+        valid = (masks >= VALID_MIN).any(axis=0)
+        if data is not None and np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+        return inner, data, valid
+
+    def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read one window of the processing grid (boundless).
+
+        Memory is ``O(window)``: only the window's pixels are read, from the source or the
+        WarpedVRT.
+
+        Args:
+            window: rows/cols of the processing grid; may extend past any scene edge.
+
+        Returns:
+            ``image``: ``(C, h, w)`` uint8 with ``C = len(band_order)`` (3) channels in model
+            band order; stretched with the scene-global stats for non-uint8 sources; 0 where
+            invalid. ``valid``: ``(h, w)`` bool, False outside the scene and where masked.
+        """
+        image = np.zeros((len(self.band_indexes), window.height, window.width), dtype=np.uint8)
+        valid = np.zeros(window.shape, dtype=bool)
+        inner, data, inner_valid = self._read_inside(window, masks_only=False)
+        if data is None:
+            return image, valid
+        rows, cols = inner.relative_to(window)
+        valid[rows, cols] = inner_valid
+        for channel, band in enumerate(self.band_indexes):
+            values = data[self._bands.index(band)]
+            image[channel, rows, cols] = self._to_uint8(band, values)
+        image[:, ~valid] = 0
+        return image, valid
+
+    def _to_uint8(self, band: int, values: np.ndarray) -> np.ndarray:
+        """Map one band's source values to uint8 with the global stretch."""
+        if not self._stats:
+            return values.astype(np.uint8, copy=False)
+        lo, hi = self._stats[band]
+        scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+        return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+    def valid_fraction_in(self, window: Window) -> float:
+        """Fraction of ``window`` (pixels outside the scene count as invalid) that is valid."""
+        if window.height == 0 or window.width == 0:
+            return 0.0
+        _, _, valid = self._read_inside(window, masks_only=True)
+        return float(valid.sum()) / (window.height * window.width)
+
+    def close(self) -> None:
+        """Close the WarpedVRT (if any) and the dataset."""
+        if self._vrt is not None:
+            self._vrt.close()
+        self._src.close()
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_scene(
+    path: str | os.PathLike[str], *, bands: Sequence[int] | None = None,
+    band_order: Sequence[str] = ("B", "G", "R"), target_gsd_m: float | None = None,
+    gsd_m: float | None = None,
+) -> Scene:
+    """Open a scene raster for windowed reading on its processing grid.
+
+    Only metadata and one decimated read (long side <= 1024 px, for the empty-scene check and
+    the uint16 stretch) happen here; pixels are read later by :meth:`Scene.read_window`.
+
+    Args:
+        path: a GeoTIFF or any raster GDAL reads (1..N bands, uint8/uint16/float, any CRS).
+        bands: 1-based source bands given as R,G,B (3 bands) or one panchromatic band that is
+            repeated to every channel. Default: the bands whose colour interpretation is R,G,B,
+            else 1,2,3 (an alpha band is never an image band; it is the validity mask), or the
+            only image band.
+        band_order: the colour of each model channel (the ModelCard's ``bands``), a
+            permutation of ``("R", "G", "B")``; default BGR as the D-LinkNet/D3FNet weights.
+        target_gsd_m: the model's metres per pixel; when the scene GSD differs by more than
+            10 % the scene is resampled on the fly (same CRS).
+        gsd_m: metres per pixel for rasters without CRS/geotransform (plain JPEG/PNG); they
+            are then processed in pixel coordinates (``georeferenced=False``).
+
+    Returns:
+        The open :class:`Scene`.
+
+    Raises:
+        roadx.errors.InputError: the file does not exist or is not a raster GDAL can read.
+        roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; invalid ``bands``;
+            no valid pixel.
+
+    References:
+        ``../shared/specs/pipeline-anchors.md`` §4.6–4.8 (nodata, bands and dtype, GSD);
+        CRESI ``create_8bit_images`` (2–98 % percentile stretch).
+    """
+    uri, src = open_dataset(path)
+    try:
+        with gdal_env(uri):
+            georef = read_georeferencing(src, uri, gsd_m)
+            band_indexes = _select_bands(src, uri, bands, band_order)
+            stretch_needed = src.dtypes[band_indexes[0] - 1] != "uint8"
+            stats = _check_not_empty_and_stretch(src, uri, band_indexes, stretch_needed)
+            source_gsd, vrt = georef.gsd_m, None
+            if target_gsd_m is not None and (
+                abs(source_gsd - target_gsd_m) / target_gsd_m > RESAMPLE_TOLERANCE
+            ):
+                vrt, georef = _warped_grid(src, georef, target_gsd_m)
+    except BaseException:
+        src.close()
+        raise
+    scene = Scene(uri, src, vrt, georef=georef, source_gsd_m=source_gsd,
+                  band_indexes=band_indexes, stretch=stats)
+    logger.info("opened %r", scene)
+    if scene.stretch:
+        logger.info("global stretch (lo, hi) per channel: %s", scene.stretch)
+    return scene
+
+
+def _warped_grid(
+    src: DatasetReader, georef: Georeferencing, target_gsd_m: float
+) -> tuple[WarpedVRT, Georeferencing]:
+    """A WarpedVRT in the source CRS whose pixels are ``target_gsd_m`` metres on each axis."""
+    row_m, col_m = georef.pixel_size_m
+    sx, sy = target_gsd_m / col_m, target_gsd_m / row_m
+    width = max(1, math.ceil(src.width / sx - 1e-6))
+    height = max(1, math.ceil(src.height / sy - 1e-6))
+    transform = georef.transform @ Affine.scale(sx, sy)
+    factor = target_gsd_m / georef.gsd_m
+    resampling = Resampling.average if factor > 2 else Resampling.bilinear
+    # the VRT's alpha band carries validity: nodata, internal masks, outside the source
+    options: dict[str, Any] = dict(transform=transform, width=width, height=height,
+                                   resampling=resampling,
+                                   add_alpha=ColorInterp.alpha not in src.colorinterp)
+    if georef.georeferenced:
+        options["crs"] = src.crs
+    else:
+        options["src_transform"] = georef.transform
+    vrt = WarpedVRT(src, **options)
+    logger.info("resampling %.3f m -> %.3f m per pixel (%s): %dx%d -> %dx%d px", georef.gsd_m,
+                target_gsd_m, resampling.name, src.width, src.height, width, height)
+    if factor < 0.25:
+        logger.warning("upsampling %s by %.0fx; the model sees no more detail than the source "
+                       "has (%.2f m/px)", src.name, 1 / factor, georef.gsd_m)
+    size = (row_m * sy, col_m * sx)
+    return vrt, Georeferencing(georef.crs, transform, georef.georeferenced, size)

@@ -1,0 +1,373 @@
+"""Reading evaluation inputs (predictions, ground truth, AOI) and writing the diff layers.
+
+Everything ``roadx eval`` reads goes through here, so rasterio / pyogrio stay inside
+``roadx.io``: road vectors in any OGR format, probability or mask rasters (GeoTIFF or plain
+PNG/JPEG/WebP images without georeferencing), CSVs of pixel-coordinate WKT lines (SpaceNet
+``ImageId,WKT_Pix``) georeferenced through a reference raster, AOI / ignore polygons, a
+decimated RGB underlay for figures; and the diff GeoPackage.
+"""
+
+import csv
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.features import rasterize
+from rasterio.vrt import WarpedVRT
+from shapely.geometry.base import BaseGeometry
+
+from roadx.errors import InputError, OutputExistsError, SceneError
+
+logger = logging.getLogger(__name__)
+
+VECTOR_SUFFIXES = frozenset(
+    {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite", ".geojsonl"}
+)
+RASTER_SUFFIXES = frozenset(
+    {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".vrt", ".jp2", ".img", ".bmp"}
+)
+InputKind = Literal["vector", "raster", "pixel_csv"]
+
+
+def input_kind(path: str | Path) -> InputKind:
+    """Classify an evaluation input by its suffix.
+
+    Raises:
+        InputError: the file does not exist or the suffix is not a known vector, raster or
+            ``.csv`` format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found. Check the path.")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "pixel_csv"
+    if suffix in VECTOR_SUFFIXES:
+        return "vector"
+    if suffix in RASTER_SUFFIXES:
+        return "raster"
+    raise InputError(
+        f"{path}: unknown input type {suffix!r}; expected road vectors "
+        f"({', '.join(sorted(VECTOR_SUFFIXES))}), a raster ({', '.join(sorted(RASTER_SUFFIXES))}) "
+        "or a .csv of pixel WKT lines."
+    )
+
+
+def read_lines(path: str | Path, *, layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read road lines from any OGR vector file (GPKG: layer ``roads`` when present).
+
+    Args:
+        path: vector file.
+        layer: layer name (default: ``roads`` if the file has one, else the first layer).
+
+    Returns:
+        GeoDataFrame of the line features (non-line geometries are kept; callers explode).
+
+    Raises:
+        InputError: the file cannot be read.
+        SceneError: the layer has features but no CRS.
+    """
+    path = Path(path)
+    try:
+        if layer is None:
+            names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+            layer = "roads" if "roads" in names else None
+        frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+    except Exception as err:  # pyogrio raises several types for unreadable files
+        raise InputError(
+            f"{path}: cannot read road vectors ({err}). Expected a GPKG/GeoJSON/SHP file."
+        ) from err
+    if frame.crs is None and len(frame):
+        raise SceneError(
+            f"{path} has no CRS; roadx needs georeferenced road vectors. Assign one, e.g. "
+            f"`ogr2ogr -a_srs EPSG:4326 fixed{path.suffix} {path.name}`."
+        )
+    return frame
+
+
+def read_pixel_wkt_csv(
+    path: str | Path, *, reference: str | Path, column: str = "WKT_Pix"
+) -> gpd.GeoDataFrame:
+    """Read lines in pixel coordinates from a CSV and georeference them with a raster.
+
+    The SpaceNet submission format has columns ``ImageId,WKT_Pix`` with ``LINESTRING (col
+    row, ...)`` in pixels of the image; ``x = col``, ``y = row`` are mapped through the
+    reference raster's affine transform (pixel-corner convention). Empty geometries are
+    dropped.
+
+    Args:
+        path: the CSV file.
+        reference: the raster whose pixel grid the WKT refers to (e.g. the RGB tile).
+        column: column holding the WKT.
+
+    Returns:
+        GeoDataFrame of lines in the reference raster's CRS.
+
+    Raises:
+        InputError: unreadable CSV, missing column, bad WKT, or unreadable reference.
+        SceneError: the reference raster has no CRS.
+    """
+    path = Path(path)
+    grid = read_grid(reference)
+    if grid.crs is None:
+        raise SceneError(
+            f"{reference} has no CRS, so the pixel lines of {path.name} cannot be georeferenced; "
+            "pass the georeferenced image the CSV was made from."
+        )
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read the CSV ({err}).") from err
+    if rows and column not in rows[0]:
+        raise InputError(
+            f"{path} has columns {list(rows[0])}; expected a {column!r} column of pixel WKT."
+        )
+    try:
+        geoms = shapely.from_wkt([r[column] for r in rows])
+    except shapely.errors.GEOSException as err:
+        raise InputError(f"{path}: invalid WKT in column {column!r} ({err}).") from err
+    t = grid.transform
+    geoms = [
+        shapely.transform(g, lambda xy: np.column_stack(
+            (t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f)
+        ))
+        for g in geoms
+        if g is not None and not g.is_empty
+    ]
+    return gpd.GeoDataFrame(geometry=geoms, crs=grid.crs)
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """Pixel grid of a raster: size, affine transform and CRS (None when not georeferenced)."""
+
+    path: Path
+    width: int
+    height: int
+    transform: Affine
+    crs: CRS | None
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the raster has a CRS and a geotransform."""
+        return self.crs is not None
+
+    @property
+    def shape_xy(self) -> tuple[int, int]:
+        """(width, height) in pixels, the order an affine transform takes."""
+        return (self.width, self.height)
+
+    @property
+    def footprint(self) -> BaseGeometry:
+        """The raster's outline as a polygon in its CRS (pixel units when not georeferenced)."""
+        t = self.transform
+        w, h = self.width, self.height
+        return shapely.Polygon([t @ (0, 0), t @ (w, 0), t @ (w, h), t @ (0, h)])
+
+
+def _open(path: str | Path) -> rasterio.DatasetReader:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found. Check the path.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as err:
+        raise InputError(f"{path}: cannot read as a raster ({err}).") from err
+
+
+def _grid(src: rasterio.DatasetReader, path: Path) -> RasterGrid:
+    has_transform = src.transform != Affine.identity()
+    if has_transform and src.crs is None:
+        raise SceneError(
+            f"{path} has a geotransform but no CRS; expected a georeferenced raster. Assign one "
+            f"with `gdal_edit.py -a_srs EPSG:xxxx {path.name}`."
+        )
+    crs = src.crs if has_transform else None
+    return RasterGrid(path, src.width, src.height, src.transform, crs)
+
+
+def read_grid(path: str | Path) -> RasterGrid:
+    """Read the pixel grid (size, transform, CRS) of a raster.
+
+    Raises:
+        InputError: missing or unreadable file.
+        SceneError: a geotransform without CRS.
+    """
+    with _open(path) as src:
+        return _grid(src, Path(path))
+
+
+@dataclass(frozen=True)
+class RasterLayer:
+    """A probability or mask raster as float values in [0, 1] on its grid.
+
+    Attributes:
+        grid: the pixel grid.
+        values: (H, W) float32 in [0, 1]; NaN = nodata (masked, alpha or nodata value).
+    """
+
+    grid: RasterGrid
+    values: np.ndarray
+
+
+def _to_unit(raw: np.ma.MaskedArray, src: rasterio.DatasetReader) -> np.ndarray:
+    """Scale band values into [0, 1] (roadx uint8 probabilities, float, 0/1 or 0/255 masks)."""
+    data = raw.astype(np.float32).filled(np.nan)
+    scale, offset = src.scales[0], src.offsets[0]
+    if (scale, offset) != (1.0, 0.0):
+        data = data * np.float32(scale) + np.float32(offset)
+    elif np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+        vmax = float(np.nanmax(data)) if np.isfinite(data).any() else 0.0
+        if src.dtypes[0] == "uint8" and src.nodata == 255:
+            data = data / np.float32(254.0)  # roadx probability convention: 0..254, 255 nodata
+        elif vmax > 1:
+            data = data / np.float32(255.0 if src.dtypes[0] == "uint8" else vmax)
+    elif np.isfinite(data).any() and float(np.nanmax(data)) > 1:
+        data = data / np.float32(255.0)
+    return np.clip(data, 0.0, 1.0)
+
+
+def read_raster_layer(path: str | Path, *, like: RasterGrid | None = None) -> RasterLayer:
+    """Read band 1 of a probability / mask raster as values in [0, 1].
+
+    Accepted: roadx probability GeoTIFFs (uint8 0..254, 255 nodata, or band scale/offset),
+    float rasters in [0, 1], 0/1 and 0/255 masks (GeoTIFF or plain PNG/JPEG/WebP).
+
+    Args:
+        path: the raster.
+        like: resample onto this grid (nearest neighbour; through a WarpedVRT when both are
+            georeferenced). A non-georeferenced raster must have the same size as ``like``.
+
+    Returns:
+        :class:`RasterLayer`.
+
+    Raises:
+        InputError: unreadable file, or a size mismatch for non-georeferenced rasters.
+        SceneError: a geotransform without CRS.
+    """
+    path = Path(path)
+    with _open(path) as src:
+        grid = _grid(src, path)
+        if like is None or (like.georeferenced is False and grid.georeferenced is False):
+            if like is not None and (like.width, like.height) != (grid.width, grid.height):
+                raise InputError(
+                    f"{path} is {grid.width}x{grid.height} px but {like.path.name} is "
+                    f"{like.width}x{like.height} px; non-georeferenced rasters must have the "
+                    "same size."
+                )
+            return RasterLayer(grid, _to_unit(src.read(1, masked=True), src))
+        if not (like.georeferenced and grid.georeferenced):
+            raise InputError(
+                f"{path} and {like.path.name} cannot be aligned: one is georeferenced and the "
+                "other is not. Give both with or both without georeferencing."
+            )
+        with WarpedVRT(
+            src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
+            resampling=Resampling.nearest,
+        ) as vrt:
+            return RasterLayer(like, _to_unit(vrt.read(1, masked=True), src))
+
+
+def read_polygons(path: str | Path) -> gpd.GeoDataFrame:
+    """Read AOI / ignore polygons from a vector file, or take a raster's footprint.
+
+    Returns:
+        GeoDataFrame of polygons; CRS None means pixel coordinates.
+
+    Raises:
+        InputError: unreadable file or no polygon in it.
+    """
+    path = Path(path)
+    if input_kind(path) == "raster":
+        grid = read_grid(path)
+        return gpd.GeoDataFrame(geometry=[grid.footprint], crs=grid.crs)
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as err:
+        raise InputError(f"{path}: cannot read polygons ({err}).") from err
+    frame = frame[frame.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if frame.empty:
+        raise InputError(f"{path} has no polygon; expected (Multi)Polygon features.")
+    return frame
+
+
+def rasterize_mask(geoms: list[BaseGeometry], grid: RasterGrid) -> np.ndarray:
+    """Burn polygons (in the grid's CRS) into an (H, W) bool mask (pixel centres inside)."""
+    shapes = [g for g in geoms if g is not None and not g.is_empty]
+    if not shapes:
+        return np.zeros((grid.height, grid.width), dtype=bool)
+    burned = rasterize(
+        shapes, out_shape=(grid.height, grid.width), transform=grid.transform, fill=0,
+        default_value=1, dtype="uint8",
+    )
+    return burned.astype(bool)
+
+
+def read_rgb_preview(path: str | Path, *, max_px: int = 1600) -> tuple[np.ndarray, RasterGrid]:
+    """Read a decimated 8-bit RGB of an image for figures (grid: the preview's, same bounds).
+
+    Args:
+        path: the image (1, 3 or more bands; bands 1-3 are taken as R, G, B).
+        max_px: longest side of the preview, pixels.
+
+    Returns:
+        (h, w, 3) uint8 array stretched to 2-98 % per band, and the preview's grid.
+
+    Raises:
+        InputError: unreadable image.
+    """
+    path = Path(path)
+    with _open(path) as src:
+        grid = _grid(src, path)
+        factor = max(1.0, max(src.width, src.height) / max_px)
+        h, w = max(1, round(src.height / factor)), max(1, round(src.width / factor))
+        bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+        data = src.read(bands, out_shape=(3, h, w), resampling=Resampling.average)
+    rgb = np.empty((h, w, 3), dtype=np.uint8)
+    for i in range(3):
+        band = data[i].astype(np.float32)
+        lo, hi = np.percentile(band, [2, 98]) if band.size else (0.0, 1.0)
+        rgb[..., i] = np.clip((band - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    scaled = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
+    return rgb, RasterGrid(path, w, h, scaled, grid.crs)
+
+
+def write_diff_layers(
+    layers: dict[str, gpd.GeoDataFrame], path: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Write line layers (e.g. ``missed``, ``spurious``, ``matched``) into one GeoPackage.
+
+    Written to ``<stem>.partial.gpkg`` first (GDAL wants the .gpkg suffix), then moved into
+    place. Empty layers are written as
+    empty LineString layers so QGIS shows all of them.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it.")
+    partial = path.with_name(path.stem + ".partial.gpkg")
+    partial.unlink(missing_ok=True)
+    for name, frame in layers.items():
+        pyogrio.write_dataframe(
+            frame, partial, layer=name, driver="GPKG", geometry_type="LineString",
+            append=partial.exists(),
+        )
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,372 @@
+"""The one place that composes the stages: read → tiles → model → stitch → vectorize → write.
+
+Each stage is a module with a small, typed interface; none calls the next. What crosses
+each arrow (``../shared/specs/style.md`` §6):
+
+==================  =========================================================================
+from → to           value
+==================  =========================================================================
+io → pipeline       :class:`roadx.io.Scene`: CRS, affine transform, size and GSD of the
+                    processing grid, band indexes in model order, valid mask, uint16 stretch
+tiling → predict    :class:`roadx.tiling.TileGrid`: global grid from pixel (0, 0); each tile a
+                    boundless ``read`` window and the ``core`` it owns
+io → predict        ``read_window(Window) -> (image (3, h, w) uint8, valid (h, w) bool)``
+predict → model     ``(B, 3, tile_px, tile_px)`` float32 scaled per the ModelCard
+model → predict     ``(B, 1, H, W)`` logits
+predict → pipeline  finished full-width row bands ``(Window, prob (h, W) float32, NaN = nodata)``
+pipeline → io       the same bands → :class:`roadx.io.ProbabilityWriter` (optional)
+pipeline → vector.  the same bands → :class:`roadx.vectorize.BandVectorizer` (halo inside)
+vectorize → io      :class:`roadx.vectorize.RoadNetwork` (edges + junctions GeoDataFrames)
+==================  =========================================================================
+
+Peak memory is bounded by the window batch, the stitcher's row accumulators
+(about ``tile_px × width`` pixels) and the vectorizer's band + halo, never by scene height.
+"""
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roadx.errors import CheckpointError, InputError, OutputError
+from roadx.predict import PredictOptions
+from roadx.vectorize import VectorizeParams
+
+log = logging.getLogger(__name__)
+
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson")
+PROBABILITY_SUFFIXES = (".tif", ".tiff")
+DEFAULT_MODEL = "d3fnet34"
+
+
+def default_weights_path(model: str = DEFAULT_MODEL) -> Path:
+    """Where the shipped default weights of ``model`` live.
+
+    ``$ROADX_WEIGHTS_DIR/<model>.safetensors`` when that variable is set, else the
+    ``weights/`` folder beside the installed package (the repository's ``weights/``).
+    """
+    root = os.environ.get("ROADX_WEIGHTS_DIR")
+    folder = Path(root) if root else Path(__file__).resolve().parents[1] / "weights"
+    return folder / f"{model}.safetensors"
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Everything ``roadx predict`` can be told, beside the scene and the output path.
+
+    Attributes:
+        model: registered architecture used when ``weights`` is None (its default weights).
+        weights: a roadx ``.safetensors`` checkpoint (carries its own ModelCard).
+        tile_px: window side in pixels (None: the card's ``tile_px``).
+        overlap_px: overlap between neighbouring windows in pixels.
+        bands: 1-based source bands in R,G,B order (None: from the colour interpretation).
+        gsd_m: metres per pixel for an image without georeferencing (outputs in pixels).
+        resample: read the scene resampled to the card GSD when it differs by > 10 %.
+        probability_path: optional output GeoTIFF of the stitched probability.
+        overwrite: replace existing outputs.
+        predict: TTA, blending, batch size, device, AMP.
+        vectorize: threshold, clean-up, pruning and simplification parameters.
+    """
+
+    model: str = DEFAULT_MODEL
+    weights: Path | None = None
+    tile_px: int | None = None
+    overlap_px: int = 256
+    bands: tuple[int, ...] | None = None
+    gsd_m: float | None = None
+    resample: bool = True
+    probability_path: Path | None = None
+    overwrite: bool = False
+    predict: PredictOptions = field(default_factory=PredictOptions)
+    vectorize: VectorizeParams = field(default_factory=VectorizeParams)
+
+
+@dataclass
+class ExtractResult:
+    """Summary of one ``extract`` run (rendered by the CLI, or dumped as JSON)."""
+
+    scene: str
+    outputs: list[str]
+    probability: str | None
+    crs: str | None
+    georeferenced: bool
+    width_px: int
+    height_px: int
+    gsd_m: float
+    resampled: bool
+    area_km2: float
+    windows: int
+    model: str
+    weights: str
+    tta: str
+    device: str
+    roads: int
+    junctions: int
+    total_km: float
+    seconds: float
+    windows_per_s: float
+    km2_per_h: float
+
+
+Progress = Callable[[int, int, float], None]
+"""``on_progress(done, total, km2_done)``: units done, total units, and scene area done (km²)."""
+
+
+def _resolve_weights(options: ExtractOptions) -> Path:
+    if options.weights is not None:
+        path = Path(options.weights)
+        if not path.is_file():
+            raise InputError(f"weights file {path} not found")
+        return path
+    path = default_weights_path(options.model)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no default weights for model {options.model!r} (looked for {path}); "
+            "pass --weights FILE.safetensors, or train them with `roadx train`"
+        )
+    return path
+
+
+def _check_outputs(output: Path, options: ExtractOptions) -> None:
+    from roadx.io import check_output_path
+
+    check_output_path(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
+    if options.probability_path is not None:
+        check_output_path(
+            options.probability_path, overwrite=options.overwrite, suffixes=PROBABILITY_SUFFIXES
+        )
+        if Path(options.probability_path).resolve() == Path(output).resolve():
+            raise OutputError("--prob and -o must be different files")
+
+
+def extract(
+    scene_path: str | Path,
+    output: str | Path,
+    *,
+    options: ExtractOptions | None = None,
+    on_progress: Progress | None = None,
+) -> ExtractResult:
+    """Extract a road network from a scene and write it as vector layers.
+
+    Reads ``scene_path`` window by window on one global grid, runs the model (with TTA) on
+    batches of windows, stitches seam-free probabilities into finished row bands, optionally
+    writes them as a probability GeoTIFF, vectorizes the bands into a road graph (lines
+    continue across band seams) and writes the layers to ``output`` atomically.
+
+    Args:
+        scene_path: a GeoTIFF (any CRS, 1–N bands, uint8/uint16), or a plain image with
+            ``options.gsd_m``.
+        output: ``.gpkg`` (layers ``roads`` and ``junctions``, native CRS), ``.shp``
+            (native CRS) or ``.geojson`` (RFC 7946, EPSG:4326).
+        options: see :class:`ExtractOptions` (defaults: d3fnet34 default weights, d4 TTA).
+        on_progress: called after each window with ``(done, total, km2_done)``.
+
+    Returns:
+        An :class:`ExtractResult` with counts, lengths (km), timing and output paths.
+
+    Raises:
+        roadx.errors.InputError: missing scene or weights file.
+        roadx.errors.SceneError: no georeferencing (and no ``gsd_m``), bad bands, no valid pixel.
+        roadx.errors.CheckpointError: corrupt or mismatched weights, no default weights.
+        roadx.errors.OutputError: unsupported extension, missing folder, or output exists.
+        roadx.errors.DeviceError: CUDA requested but absent.
+    """
+    from roadx.io import ProbabilityWriter, open_scene, write_roads
+    from roadx.models import load_checkpoint
+    from roadx.predict import predict_scene, resolve_device
+    from roadx.tiling import TileGrid
+    from roadx.vectorize import BandVectorizer
+
+    options = options or ExtractOptions()
+    scene_path, output = Path(scene_path), Path(output)
+    if not scene_path.exists():
+        raise InputError(f"scene {scene_path} not found")
+    _check_outputs(output, options)
+    weights = _resolve_weights(options)
+    device = resolve_device(options.predict.device)
+    model, card = load_checkpoint(weights, device=str(device))
+
+    start = time.perf_counter()
+    with open_scene(
+        scene_path,
+        bands=options.bands,
+        band_order=card.bands,
+        target_gsd_m=card.gsd_m if options.resample else None,
+        gsd_m=options.gsd_m,
+    ) as scene:
+        if output.suffix.lower() == ".geojson" and not scene.georeferenced:
+            raise OutputError(
+                f"{scene_path} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON "
+                "(lon/lat); write .gpkg or .shp instead"
+            )
+        grid = TileGrid(
+            scene.height, scene.width, tile_px=options.tile_px or card.tile_px,
+            overlap_px=options.overlap_px,
+        )
+        total = len(grid)
+        area_km2 = scene.width * scene.height * scene.pixel_size_m[0] * scene.pixel_size_m[1] / 1e6
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if on_progress is not None:
+                on_progress(done, total, area_km2 * done / total)
+
+        vectorizer = BandVectorizer(
+            width=scene.width,
+            height=scene.height,
+            transform=scene.transform,
+            crs=scene.crs,
+            pixel_size_m=scene.pixel_size_m,
+            params=options.vectorize,
+        )
+        bands = predict_scene(
+            scene.read_window, grid, model, card, options.predict, on_progress=advance
+        )
+        if options.probability_path is not None:
+            with ProbabilityWriter(
+                options.probability_path,
+                width=scene.width,
+                height=scene.height,
+                crs=scene.crs,
+                transform=scene.transform,
+                overwrite=options.overwrite,
+            ) as writer:
+                for window, prob in bands:
+                    writer.write(window, prob)
+                    vectorizer.add_rows(window.row_off, prob)
+        else:
+            for window, prob in bands:
+                vectorizer.add_rows(window.row_off, prob)
+        network = vectorizer.finish()
+        written = write_roads(network, output, overwrite=options.overwrite)
+        seconds = time.perf_counter() - start
+        result = ExtractResult(
+            scene=str(scene_path),
+            outputs=[str(p) for p in written],
+            probability=str(options.probability_path) if options.probability_path else None,
+            crs=scene.crs.to_string() if scene.crs is not None else None,
+            georeferenced=scene.georeferenced,
+            width_px=scene.width,
+            height_px=scene.height,
+            gsd_m=round(scene.gsd_m, 4),
+            resampled=scene.resampled,
+            area_km2=round(area_km2, 4),
+            windows=total,
+            model=card.name,
+            weights=str(weights),
+            tta=options.predict.tta,
+            device=str(device),
+            roads=len(network.edges),
+            junctions=int((network.nodes["kind"] == "junction").sum()) if len(network.nodes) else 0,
+            total_km=round(float(network.edges["length_m"].sum()) / 1000, 3)
+            if len(network.edges)
+            else 0.0,
+            seconds=round(seconds, 2),
+            windows_per_s=round(total / seconds, 3) if seconds > 0 else math.inf,
+            km2_per_h=round(area_km2 / (seconds / 3600), 2) if seconds > 0 else math.inf,
+        )
+    log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
+    return result
+
+
+def _area_km2(raster: "object") -> float:
+    """Ground area of a raster with ``width``, ``height`` and ``pixel_size_m`` in km²."""
+    row_m, col_m = raster.pixel_size_m  # type: ignore[attr-defined]
+    return float(raster.width * raster.height * row_m * col_m / 1e6)  # type: ignore[attr-defined]
+
+
+@dataclass
+class VectorizeResult:
+    """Summary of one ``vectorize_raster`` run."""
+
+    probability: str
+    outputs: list[str]
+    crs: str | None
+    width_px: int
+    height_px: int
+    roads: int
+    junctions: int
+    total_km: float
+    seconds: float
+
+
+def vectorize_raster(
+    probability_path: str | Path,
+    output: str | Path,
+    *,
+    params: VectorizeParams | None = None,
+    gsd_m: float | None = None,
+    overwrite: bool = False,
+    band_rows: int = 2048,
+    on_progress: Progress | None = None,
+) -> VectorizeResult:
+    """Vectorize an existing probability or mask raster (e.g. from another model) into roads.
+
+    The raster is read in row bands of ``band_rows`` rows and fed to the same streaming
+    vectorizer ``extract`` uses, so large rasters need not fit in memory.
+
+    Args:
+        probability_path: GeoTIFF of road probability (roadx uint8 0–254 with 255 nodata,
+            float 0–1) or a road mask (0/255 or 0/1).
+        output: ``.gpkg``, ``.shp`` or ``.geojson`` (see :func:`extract`).
+        params: vectorization parameters (threshold, clean-up, pruning, simplification).
+        gsd_m: metres per pixel for a raster without georeferencing.
+        overwrite: replace an existing output.
+        band_rows: rows read per band (memory ≈ ``band_rows × width × 4 B`` plus a halo).
+        on_progress: called with ``(rows_done, total_rows, km2_done)``.
+
+    Returns:
+        A :class:`VectorizeResult`.
+
+    Raises:
+        roadx.errors.InputError: missing or unreadable raster; no georeferencing without
+            ``gsd_m``.
+        roadx.errors.OutputError: unsupported extension, missing folder, or output exists.
+    """
+    from roadx.io import check_output_path, open_probability, write_roads
+    from roadx.vectorize import BandVectorizer
+
+    probability_path, output = Path(probability_path), Path(output)
+    if not probability_path.exists():
+        raise InputError(f"probability raster {probability_path} not found")
+    check_output_path(output, overwrite=overwrite, suffixes=VECTOR_SUFFIXES)
+    start = time.perf_counter()
+    raster = open_probability(probability_path, gsd_m=gsd_m)
+    if output.suffix.lower() == ".geojson" and not raster.georeferenced:
+        raise OutputError(
+            f"{probability_path} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON; "
+            "write .gpkg or .shp instead"
+        )
+    vectorizer = BandVectorizer(
+        width=raster.width,
+        height=raster.height,
+        transform=raster.transform,
+        crs=raster.crs,
+        pixel_size_m=raster.pixel_size_m,
+        params=params or VectorizeParams(),
+    )
+    for row0 in range(0, raster.height, band_rows):
+        row1 = min(raster.height, row0 + band_rows)
+        vectorizer.add_rows(row0, raster.read_rows(row0, row1))
+        if on_progress is not None:
+            on_progress(row1, raster.height, _area_km2(raster) * row1 / raster.height)
+    network = vectorizer.finish()
+    written = write_roads(network, output, overwrite=overwrite)
+    return VectorizeResult(
+        probability=str(probability_path),
+        outputs=[str(p) for p in written],
+        crs=raster.crs.to_string() if raster.crs is not None else None,
+        width_px=raster.width,
+        height_px=raster.height,
+        roads=len(network.edges),
+        junctions=int((network.nodes["kind"] == "junction").sum()) if len(network.nodes) else 0,
+        total_km=round(float(network.edges["length_m"].sum()) / 1000, 3)
+        if len(network.edges)
+        else 0.0,
+        seconds=round(time.perf_counter() - start, 2),
+    )

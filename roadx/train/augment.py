@@ -1,0 +1,208 @@
+"""Training augmentation of D-LinkNet / D3FNet, in numpy (d3fnet.md §5.2).
+
+The released ``data.py`` of D-LinkNet and D3FNet applies, in this order:
+
+1. an HSV shift (p = 0.5): hue += randint[-30, 30] on OpenCV's 8-bit hue (0..179) **with
+   uint8 wrap-around** (a quirk kept here), saturation += U(-5, 5) and value += U(-15, 15),
+   saturating;
+2. a shift / scale / aspect warp without rotation (p = 0.5): scale 1 + U(-0.1, 0.1), aspect
+   1 + U(-0.1, 0.1) with sx = scale·√aspect, sy = scale/√aspect, shift round(U(-0.1, 0.1)·size)
+   in x and y; bilinear for image and mask, border 0;
+3. horizontal flip, 4. vertical flip, 5. rot90 counter-clockwise (each p = 0.5).
+
+The reference warps the corners with a perspective transform, which for these parameters is an
+affine map; it is done here with :func:`scipy.ndimage.affine_transform`. One deliberate change:
+pixels that come from outside the crop (the zero border) are marked invalid, so they are left
+out of the loss instead of being counted as background.
+
+References:
+    Zhou, Zhang, Wu. "D-LinkNet", CVPR-W 2018, ``data.py``; D3FNet (arXiv 2508.15537), ``data.py``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Probabilities and ranges of the §5.2 augmentation (defaults are the reference values).
+
+    Attributes:
+        p_hsv: probability of the HSV shift.
+        hue_shift: max |hue shift| in OpenCV 8-bit hue units (2° each).
+        sat_shift: max |saturation shift| (0..255 scale).
+        val_shift: max |value shift| (0..255 scale).
+        p_shift_scale: probability of the shift/scale/aspect warp.
+        shift_limit: max shift as a fraction of the crop size.
+        scale_limit: max relative scale change.
+        aspect_limit: max relative aspect change.
+        p_hflip: probability of a horizontal flip.
+        p_vflip: probability of a vertical flip.
+        p_rot90: probability of one counter-clockwise 90° rotation.
+    """
+
+    p_hsv: float = 0.5
+    hue_shift: int = 30
+    sat_shift: float = 5.0
+    val_shift: float = 15.0
+    p_shift_scale: float = 0.5
+    shift_limit: float = 0.1
+    scale_limit: float = 0.1
+    aspect_limit: float = 0.1
+    p_hflip: float = 0.5
+    p_vflip: float = 0.5
+    p_rot90: float = 0.5
+
+
+def rgb_to_hsv8(image: np.ndarray) -> np.ndarray:
+    """Convert RGB to OpenCV-style 8-bit HSV (H in 0..179, S and V in 0..255).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        (H, W, 3) float64 HSV, H in [0, 180), S and V in [0, 255].
+    """
+    rgb = image.astype(np.float64)
+    v = rgb.max(axis=-1)
+    delta = v - rgb.min(axis=-1)
+    s = np.where(v > 0, 255.0 * delta / np.maximum(v, 1e-9), 0.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    safe = np.maximum(delta, 1e-9)
+    h = np.where(
+        v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)
+    )
+    h = np.where(delta > 0, (h * 60.0) % 360.0, 0.0) / 2.0
+    return np.stack([h, s, v], axis=-1)
+
+
+def hsv8_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """Convert OpenCV-style HSV back to uint8 RGB; H may exceed 179 (read as H·2° mod 360).
+
+    Args:
+        hsv: (H, W, 3) float HSV, H in OpenCV units (0..255 accepted), S and V in [0, 255].
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    h6 = ((hsv[..., 0] * 2.0) % 360.0) / 60.0
+    s, v = hsv[..., 1] / 255.0, hsv[..., 2]
+    c = v * s
+    x = c * (1.0 - np.abs(h6 % 2.0 - 1.0))
+    m = v - c
+    sector = np.floor(h6).astype(np.int64) % 6
+    zeros = np.zeros_like(c)
+    table = [(c, x, zeros), (x, c, zeros), (zeros, c, x), (zeros, x, c), (x, zeros, c), (c, zeros, x)]
+    out = np.zeros(hsv.shape, np.float64)
+    for k, (r, g, b) in enumerate(table):
+        sel = sector == k
+        out[sel] = np.stack([r[sel], g[sel], b[sel]], axis=-1)
+    return np.clip(np.round(out + m[..., None]), 0, 255).astype(np.uint8)
+
+
+def hsv_shift(image: np.ndarray, hue: int, sat: float, val: float) -> np.ndarray:
+    """Shift hue (uint8 wrap-around, the reference quirk), saturation and value (saturating).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        hue: hue shift in OpenCV units (2° each).
+        sat: saturation shift on the 0..255 scale.
+        val: value shift on the 0..255 scale.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    hsv = np.round(rgb_to_hsv8(image))
+    hsv[..., 0] = (hsv[..., 0] + hue) % 256  # uint8 wrap-around as cv2 on a uint8 array
+    hsv[..., 1] = np.clip(hsv[..., 1] + round(sat), 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] + round(val), 0, 255)
+    return hsv8_to_rgb(hsv)
+
+
+def shift_scale(
+    image: np.ndarray,
+    road: np.ndarray,
+    valid: np.ndarray,
+    *,
+    sx: float,
+    sy: float,
+    dx_px: float,
+    dy_px: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale about the crop centre by (sx, sy) and shift by (dx_px, dy_px), bilinear, border 0.
+
+    Args:
+        image: (H, W, 3) uint8.
+        road: (H, W) bool.
+        valid: (H, W) bool.
+        sx: horizontal scale factor.
+        sy: vertical scale factor.
+        dx_px: shift to the right in pixels.
+        dy_px: shift down in pixels.
+
+    Returns:
+        Warped (image uint8, road bool re-binarised at 0.5, valid bool; outside pixels invalid).
+    """
+    from scipy.ndimage import affine_transform
+
+    height, width = road.shape
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    # output (r, c) samples input (cy + (r - cy - dy) / sy, cx + (c - cx - dx) / sx)
+    matrix = np.array([1.0 / sy, 1.0 / sx])
+    offset = np.array([cy - (cy + dy_px) / sy, cx - (cx + dx_px) / sx])
+
+    def warp(channel: np.ndarray) -> np.ndarray:
+        return affine_transform(channel, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+
+    out_image = np.stack([warp(image[..., k].astype(np.float32)) for k in range(3)], axis=-1)
+    out_road = warp(road.astype(np.float32)) >= 0.5
+    out_valid = warp(valid.astype(np.float32)) >= 0.999
+    return np.clip(np.round(out_image), 0, 255).astype(np.uint8), out_road, out_valid
+
+
+def augment(
+    image: np.ndarray,
+    road: np.ndarray,
+    valid: np.ndarray,
+    rng: np.random.Generator,
+    params: AugmentParams = AugmentParams(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the §5.2 augmentation chain to one crop (same geometry for all three arrays).
+
+    Args:
+        image: (H, W, 3) uint8 RGB, H == W (rot90 needs a square crop).
+        road: (H, W) bool.
+        valid: (H, W) bool.
+        rng: random generator (its state decides every draw, so results are reproducible).
+        params: probabilities and ranges.
+
+    Returns:
+        (image (H, W, 3) uint8, road (H, W) bool, valid (H, W) bool), contiguous.
+    """
+    if rng.random() < params.p_hsv:
+        hue = int(rng.integers(-params.hue_shift, params.hue_shift + 1))
+        sat = rng.uniform(-params.sat_shift, params.sat_shift)
+        val = rng.uniform(-params.val_shift, params.val_shift)
+        image = hsv_shift(image, hue, sat, val)
+    if rng.random() < params.p_shift_scale:
+        scale = 1.0 + rng.uniform(-params.scale_limit, params.scale_limit)
+        aspect = 1.0 + rng.uniform(-params.aspect_limit, params.aspect_limit)
+        size = road.shape[0]
+        dx = round(rng.uniform(-params.shift_limit, params.shift_limit) * size)
+        dy = round(rng.uniform(-params.shift_limit, params.shift_limit) * size)
+        image, road, valid = shift_scale(
+            image, road, valid, sx=scale * np.sqrt(aspect), sy=scale / np.sqrt(aspect),
+            dx_px=dx, dy_px=dy,
+        )
+    if rng.random() < params.p_hflip:
+        image, road, valid = image[:, ::-1], road[:, ::-1], valid[:, ::-1]
+    if rng.random() < params.p_vflip:
+        image, road, valid = image[::-1], road[::-1], valid[::-1]
+    if rng.random() < params.p_rot90:
+        image, road, valid = np.rot90(image), np.rot90(road), np.rot90(valid)
+    return (
+        np.ascontiguousarray(image),
+        np.ascontiguousarray(road),
+        np.ascontiguousarray(valid),
+    )

@@ -1,0 +1,182 @@
+"""``TrainConfig``: every setting of ``roadx train`` in one frozen dataclass (style.md §3.6).
+
+CLI options map 1:1 onto the fields (same names, ``--crop`` → ``crop_px``); defaults live here
+only. ``roadx train --config run.toml`` reads a flat TOML table with the same keys, and options
+given on the command line override it. The resolved config is saved as ``config.json`` in the
+run folder and inside every checkpoint.
+"""
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from roadx.errors import InputError
+
+DatasetFormat = Literal["auto", "deepglobe", "folders", "gis"]
+Device = Literal["auto", "cpu", "cuda"]
+
+_PATH_FIELDS = {"output", "init", "resume", "val_list", "cache_dir"}
+_PATH_TUPLE_FIELDS = {"data", "labels"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        data: dataset folders (formats may be mixed).
+        format: layout of every folder, or ``"auto"`` to detect per folder.
+        labels: vector files of road centrelines covering many GIS scenes (GIS layout).
+        road_width_m: total width in metres of the buffer drawn around centrelines.
+        gsd_m: training GSD in m/px (None: the model card's GSD).
+        source_gsd_m: GSD of non-georeferenced images (None: 0.5 m for DeepGlobe, 1.0 m for
+            image/mask folders, the Massachusetts Roads resolution).
+        model: registered architecture (``roadx models`` lists them).
+        output: run folder for metrics.csv, checkpoints and config.json.
+        init: weights to fine-tune from (a roadx ``.safetensors`` of the same architecture).
+        resume: run folder of an interrupted run to continue exactly.
+        epochs: number of epochs.
+        samples_per_epoch: random crops drawn per epoch.
+        crop_px: side of a training crop in pixels (multiple of 32).
+        batch_size: crops per optimiser step.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: optimiser steps of linear warm-up before the cosine decay.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        val_fraction: share of each source's tiles held out when ``val_list`` is not given.
+        val_list: text file of held-out tile ids / file stems, one a line.
+        val_crop_px: side of the validation windows (multiple of 32).
+        val_max_windows: at most this many validation windows per epoch (evenly spread).
+        min_valid_fraction: a training crop needs at least this share of valid pixels.
+        road_crop_ratio: share of training crops that must contain road pixels.
+        device: ``auto`` picks CUDA when available.
+        amp: mixed precision (bf16 on CPU; bf16 or fp16 on CUDA).
+        workers: DataLoader worker processes (0 = load in the main process).
+        threads: torch CPU threads (None: torch's default).
+        seed: seed of model init, split and crop sampling.
+        cache_dir: folder for decoded tiles at the training GSD (.npy); None = no disk cache.
+        data_license: licence note of the training data, written into the card.
+    """
+
+    data: tuple[Path, ...] = ()
+    format: DatasetFormat = "auto"
+    labels: tuple[Path, ...] = ()
+    road_width_m: float = 4.0
+    gsd_m: float | None = None
+    source_gsd_m: float | None = None
+    model: str = "d3fnet34"
+    output: Path = Path("runs/train")
+    init: Path | None = None
+    resume: Path | None = None
+    epochs: int = 40
+    samples_per_epoch: int = 800
+    crop_px: int = 512
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.02
+    val_fraction: float = 0.1
+    val_list: Path | None = None
+    val_crop_px: int = 512
+    val_max_windows: int = 64
+    min_valid_fraction: float = 0.5
+    road_crop_ratio: float = 0.8
+    device: Device = "auto"
+    amp: bool = True
+    workers: int = 0
+    threads: int | None = None
+    seed: int = 0
+    cache_dir: Path | None = None
+    data_license: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check values that would otherwise fail deep inside the loop."""
+        problems = []
+        if self.crop_px % 32 or self.crop_px < 32:
+            problems.append(f"crop_px={self.crop_px} (expected a multiple of 32, e.g. 256 or 512)")
+        if self.val_crop_px % 32 or self.val_crop_px < 32:
+            problems.append(f"val_crop_px={self.val_crop_px} (expected a multiple of 32)")
+        if self.epochs < 1 or self.batch_size < 1 or self.samples_per_epoch < 1:
+            problems.append("epochs, batch_size and samples_per_epoch must be at least 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction={self.val_fraction} (expected 0 <= f < 1)")
+        if self.lr <= 0 or self.road_width_m <= 0:
+            problems.append("lr and road_width_m must be positive")
+        if self.gsd_m is not None and self.gsd_m <= 0:
+            problems.append(f"gsd_m={self.gsd_m} (expected metres per pixel > 0)")
+        if problems:
+            raise InputError("invalid training settings: " + "; ".join(problems) + ".")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch (the last batch may be smaller)."""
+        return -(-self.samples_per_epoch // self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (paths as strings)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = [str(v) for v in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict of field values (e.g. parsed TOML or config.json).
+
+        Raises:
+            InputError: unknown keys or invalid values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise InputError(
+                f"unknown training setting(s) {', '.join(unknown)}; expected some of "
+                f"{', '.join(sorted(names))}."
+            )
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in _PATH_TUPLE_FIELDS:
+                value = tuple(Path(v) for v in ([value] if isinstance(value, str) else value))
+            elif key in _PATH_FIELDS and value is not None:
+                value = Path(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Read a TOML file of :class:`TrainConfig` keys, then apply ``overrides`` (None = unset).
+
+    Args:
+        path: TOML file with top-level keys named like the fields, or None.
+        **overrides: field values that win over the file (CLI options); None values are ignored.
+
+    Returns:
+        The resolved :class:`TrainConfig`.
+
+    Raises:
+        InputError: the file is missing or not TOML, or a key/value is invalid.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise InputError(f"{path}: cannot read the training config ({err}); expected TOML.") from err
+        values = values.get("train", values)
+    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    return TrainConfig.from_dict(values)

@@ -1,0 +1,322 @@
+"""``fit``: the plain PyTorch training loop behind ``roadx train``.
+
+Reads top to bottom (nanoGPT style): data → model (scratch / ``init`` / ``resume``) →
+optimiser → epochs of steps → validation → checkpoints. Loss, optimiser and schedule follow
+d3fnet.md §4 (BCE + batch soft Dice, AdamW) with a warm-up + cosine schedule
+(:func:`roadx.train.state.lr_at`); augmentation follows §5.2. Progress goes to the
+``on_event`` callback; nothing is printed.
+"""
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from roadx.errors import CheckpointError, DatasetError, DeviceError, InputError, OutputExistsError
+from roadx.metrics import Confusion, confusion
+from roadx.models import ModelCard, create_model, get_card, load_checkpoint, save_checkpoint
+from roadx.models.checkpoint import KEY_MODEL_KWARGS
+from roadx.models import read_checkpoint_metadata
+from roadx.train.config import TrainConfig
+from roadx.train.data import PatchDataset, Tile, crop, load_tiles, to_tensors, validation_windows
+from roadx.train.data import ROAD_BIT, VALID_BIT
+from roadx.train.datasets import discover_samples, read_val_list, split_samples
+from roadx.train.loss import dice_bce_loss
+from roadx.train.provenance import build_card
+from roadx.train.state import RunState, append_metrics, load_state, lr_at, save_state
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["load", "loaded", "epoch_start", "step", "epoch_end", "interrupted"]
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress report of :func:`fit` (for progress bars and tables).
+
+    Attributes:
+        kind: what happened.
+        epoch: 1-based epoch.
+        epochs: total epochs.
+        step: batches done in this epoch.
+        steps: batches in this epoch.
+        loss: running mean training loss of the epoch.
+        samples_per_s: training throughput of the epoch so far.
+        lr: current learning rate.
+        metrics: the epoch row (on ``epoch_end``) or counts (on ``loaded``).
+    """
+
+    kind: EventKind
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    loss: float = float("nan")
+    samples_per_s: float = 0.0
+    lr: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or interrupted) run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        best_path: best checkpoint by validation IoU (``best.safetensors``).
+        last_path: checkpoint of the last finished epoch.
+        best_iou: best validation IoU (-1 when there was no validation set).
+        best_epoch: 1-based epoch of ``best_iou``.
+        epochs_done: finished epochs.
+        history: metric rows, one per epoch.
+        skipped: (path, reason) of samples that could not be used.
+        train_tiles: tiles trained on.
+        val_tiles: tiles validated on.
+    """
+
+    run_dir: Path
+    best_path: Path
+    last_path: Path
+    best_iou: float
+    best_epoch: int
+    epochs_done: int
+    history: list[dict[str, float]]
+    skipped: list[tuple[Path, str]]
+    train_tiles: int
+    val_tiles: int
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU.
+
+    Raises:
+        DeviceError: ``cuda`` was asked for and is not available.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was given but no CUDA GPU is available; use --device cpu.")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, amp: bool) -> tuple[Callable[[], Any], bool]:
+    """(context factory, use GradScaler): bf16 on CPU and capable GPUs, else fp16 + scaler."""
+    if not amp:
+        return nullcontext, False
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), True
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), False
+
+
+def band_channels(card: ModelCard) -> tuple[int, ...]:
+    """RGB indexes of the card's bands in network order, e.g. ('B','G','R') → (2, 1, 0).
+
+    Raises:
+        InputError: the card wants a band training cannot provide (only R, G, B).
+    """
+    index = {"R": 0, "G": 1, "B": 2}
+    if any(b.upper() not in index for b in card.bands):
+        raise InputError(f"model card bands {card.bands} cannot be made from RGB training data.")
+    return tuple(index[b.upper()] for b in card.bands)
+
+
+def _base_model(config: TrainConfig) -> tuple[torch.nn.Module, ModelCard, dict[str, Any]]:
+    if config.init is None:
+        return create_model(config.model), get_card(config.model), {}
+    model, card = load_checkpoint(config.init)
+    if card.name != config.model:
+        raise CheckpointError(
+            f"{config.init} holds {card.name!r} weights but --model is {config.model!r}; pass "
+            f"--model {card.name} or other --init weights."
+        )
+    kwargs = json.loads(read_checkpoint_metadata(config.init).get(KEY_MODEL_KWARGS, "{}"))
+    return model.train(), card, kwargs
+
+
+def evaluate_windows(
+    model: torch.nn.Module,
+    tiles: list[Tile],
+    windows: list[tuple[int, int, int]],
+    *,
+    size_px: int,
+    card: ModelCard,
+    device: torch.device,
+    autocast: Callable[[], Any],
+    batch_size: int = 4,
+) -> tuple[Confusion, float]:
+    """Pixel confusion (logit > 0 vs road, valid pixels only) and mean loss over windows."""
+    channels = band_channels(card)
+    total, losses = Confusion(), []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            xs, ys, vs = [], [], []
+            for k, row, col in windows[start : start + batch_size]:
+                image, label = crop(tiles[k], row, col, size_px)
+                x, y, v = to_tensors(
+                    image, (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0,
+                    channels=channels, scale=card.input_scale, offset=card.input_offset,
+                )
+                xs.append(x), ys.append(y), vs.append(v)
+            x, y, v = torch.stack(xs).to(device), torch.stack(ys).to(device), torch.stack(vs).to(device)
+            with autocast():
+                logits = model(x)
+            losses.append(float(dice_bce_loss(logits, y, v)))
+            pred = (logits.float() > 0).cpu().numpy()[:, 0]
+            for p, g, m in zip(pred, y.cpu().numpy()[:, 0] > 0.5, v.cpu().numpy()[:, 0] > 0.5):
+                total = total + confusion(p, g, m)
+    model.train()
+    return total, float(np.mean(losses)) if losses else float("nan")
+
+
+def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+    """Train (or fine-tune, or resume) a road model as ``config`` says.
+
+    Args:
+        config: the run settings; with ``config.resume`` the run folder's state is continued.
+        on_event: progress callback (called from this thread).
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        DatasetError: no usable training sample.
+        OutputExistsError: ``config.output`` already holds a run and ``resume`` is not set.
+        CheckpointError: unreadable ``init`` weights or run state.
+        DeviceError: CUDA requested and absent.
+        KeyboardInterrupt: after saving a resumable state (Ctrl-C).
+    """
+    emit = on_event or (lambda event: None)
+    run_dir = Path(config.resume or config.output)
+    if config.resume is None and (run_dir / "state.pt").exists():
+        raise OutputExistsError(
+            f"{run_dir} already holds a training run; expected a new folder. Pass --resume "
+            f"{run_dir} to continue it or choose another --output."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    autocast, use_scaler = _autocast(device, config.amp)
+
+    model, base_card, model_kwargs = _base_model(config)
+    gsd_m = config.gsd_m or base_card.gsd_m
+    samples = discover_samples(config.data, fmt=config.format, labels=config.labels, source_gsd_m=config.source_gsd_m)
+    val_ids = read_val_list(config.val_list) if config.val_list else None
+    train_samples, val_samples = split_samples(samples, val_fraction=config.val_fraction, val_ids=val_ids, seed=config.seed)
+    emit(TrainEvent("load", steps=len(samples)))
+    progress = lambda n: emit(TrainEvent("load", step=n, steps=len(samples)))  # noqa: E731
+    cache = config.cache_dir
+    train_tiles, skipped = load_tiles(train_samples, gsd_m=gsd_m, road_width_m=config.road_width_m, cache_dir=cache, on_tile=progress)
+    val_tiles, skipped_val = load_tiles(val_samples, gsd_m=gsd_m, road_width_m=config.road_width_m, cache_dir=cache, on_tile=progress)
+    skipped += skipped_val
+    if not train_tiles:
+        raise DatasetError(
+            f"no usable training sample in {', '.join(map(str, config.data))} ({len(skipped)} "
+            "skipped); expected readable image/label pairs with valid pixels."
+        )
+    emit(TrainEvent("loaded", metrics={"train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "skipped": len(skipped)}))
+
+    card = dataclasses.replace(base_card, gsd_m=float(gsd_m))
+    dataset = PatchDataset(
+        train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
+        channels=band_channels(card), scale=card.input_scale, offset=card.input_offset,
+        seed=config.seed, min_valid_fraction=config.min_valid_fraction, road_crop_ratio=config.road_crop_ratio,
+    )
+    windows = validation_windows(val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows)
+    model.to(device).train()
+    if device.type == "cpu":  # oneDNN runs convolutions faster on NHWC tensors
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    state = RunState()
+    if config.resume is not None:
+        saved = load_state(run_dir)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scaler is not None and saved["scaler"] is not None:
+            scaler.load_state_dict(saved["scaler"])
+        state = saved["run"]
+        logger.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch + 1, state.batch)
+    (run_dir / "config.json").write_text(config.to_json(), encoding="utf-8")
+    total_steps = config.epochs * config.steps_per_epoch
+    best_path, last_path = run_dir / "best.safetensors", run_dir / "last.safetensors"
+
+    def checkpoint_card(epochs_done: int, row: dict[str, float] | None) -> ModelCard:
+        return build_card(card, config=config, train_tiles=train_tiles, val_tiles=val_tiles, epochs_done=epochs_done, metrics=row)
+
+    def save_run_state() -> None:
+        save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler, config=config.to_dict())
+
+    while state.epoch < config.epochs:
+        dataset.epoch = state.epoch
+        indices = list(range(state.batch * config.batch_size, config.samples_per_epoch))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
+            num_workers=config.workers, shuffle=False,
+        )
+        steps = config.steps_per_epoch
+        emit(TrainEvent("epoch_start", state.epoch + 1, config.epochs, state.batch, steps))
+        started, seen_now = time.perf_counter(), 0
+        try:
+            for x, y, v in loader:
+                lr = lr_at(state.step, total_steps=total_steps, peak_lr=config.lr, warmup_steps=config.warmup_steps, min_ratio=config.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y, v = x.to(device), y.to(device), v.to(device)
+                if device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    logits = model(x)
+                loss = dice_bce_loss(logits, y, v)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                state.step += 1
+                state.batch += 1
+                state.loss_sum += float(loss) * len(x)
+                state.seen += len(x)
+                seen_now += len(x)
+                rate = seen_now / max(time.perf_counter() - started, 1e-9)
+                emit(TrainEvent("step", state.epoch + 1, config.epochs, state.batch, steps, state.loss_sum / state.seen, rate, lr))
+        except KeyboardInterrupt:
+            save_run_state()
+            emit(TrainEvent("interrupted", state.epoch + 1, config.epochs, state.batch, steps))
+            raise
+        seconds = time.perf_counter() - started
+        conf, val_loss = evaluate_windows(model, val_tiles, windows, size_px=config.val_crop_px, card=card, device=device, autocast=autocast)
+        row = {
+            "epoch": state.epoch + 1, "train_loss": state.loss_sum / max(state.seen, 1),
+            "val_loss": val_loss, "val_iou": conf.iou if windows else float("nan"),
+            "val_f1": conf.f1 if windows else float("nan"), "val_precision": conf.precision if windows else float("nan"),
+            "val_recall": conf.recall if windows else float("nan"), "lr": lr_at(max(state.step - 1, 0), total_steps=total_steps, peak_lr=config.lr, warmup_steps=config.warmup_steps, min_ratio=config.min_lr_ratio),
+            "seconds": seconds, "samples_per_s": seen_now / max(seconds, 1e-9),
+        }
+        state.history.append(row)
+        append_metrics(run_dir, row)
+        save_checkpoint(last_path, model, card=checkpoint_card(state.epoch + 1, row), model_kwargs=model_kwargs)
+        score = row["val_iou"] if windows else -row["train_loss"]
+        if score > state.best_iou or state.best_epoch == 0:
+            state.best_iou, state.best_epoch = score, state.epoch + 1
+            save_checkpoint(best_path, model, card=checkpoint_card(state.epoch + 1, row), model_kwargs=model_kwargs)
+        state.epoch, state.batch, state.loss_sum, state.seen = state.epoch + 1, 0, 0.0, 0
+        save_run_state()
+        emit(TrainEvent("epoch_end", row["epoch"], config.epochs, steps, steps, row["train_loss"], row["samples_per_s"], row["lr"], row))
+    return TrainResult(
+        run_dir, best_path, last_path, state.best_iou if windows else -1.0, state.best_epoch,
+        state.epoch, state.history, skipped, len(train_tiles), len(val_tiles),
+    )

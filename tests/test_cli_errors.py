@@ -1,0 +1,187 @@
+"""Each expected error of ``roadx predict`` / ``roadx vectorize``: exit code 1, a message that
+names the file and the problem, no traceback, and nothing half-written."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from roadx.cli import main
+from roadx.models import create_model, get_card, save_checkpoint
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run ``roadx ARGS`` through main(); return (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["roadx", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    code = exc.value.code if isinstance(exc.value.code, int) else 1
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small valid d3fnet34 checkpoint (random weights)."""
+    path = tmp_path_factory.mktemp("w") / "d3fnet34.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(path, create_model("d3fnet34"), card=get_card("d3fnet34"), model_kwargs={},
+                    dtype=torch.float16)
+    return path
+
+
+def write_tif(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32611",
+              nodata: float | None = None) -> Path:
+    count, height, width = data.shape
+    profile = {"driver": "GTiff", "count": count, "height": height, "width": width,
+               "dtype": data.dtype.name, "nodata": nodata}
+    if crs is not None:
+        profile |= {"crs": crs, "transform": Affine(1.0, 0, 500000, 0, -1.0, 4000000)}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return write_tif(tmp_path / "scene.tif", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
+
+
+def assert_clean_error(code: int, err: str, *needles: str) -> None:
+    assert code == 1, err
+    assert "error:" in err and "Traceback" not in err, err
+    flat = " ".join(err.split())
+    for needle in needles:
+        assert needle in flat, f"{needle!r} not in {err!r}"
+
+
+def test_missing_scene(tmp_path, weights, monkeypatch, capsys):
+    code, err = run_cli(["predict", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(weights)], monkeypatch, capsys)
+    assert_clean_error(code, err, "nope.tif", "not found")
+
+
+def test_not_a_raster(tmp_path, weights, monkeypatch, capsys):
+    bad = tmp_path / "notes.tif"
+    bad.write_text("this is not an image")
+    code, err = run_cli(["predict", str(bad), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(weights)], monkeypatch, capsys)
+    assert_clean_error(code, err, "notes.tif", "raster")
+
+
+def test_no_crs_without_gsd(tmp_path, weights, monkeypatch, capsys):
+    plain = write_tif(tmp_path / "plain.tif", np.full((3, 64, 64), 9, np.uint8), crs=None)
+    code, err = run_cli(["predict", str(plain), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(weights)], monkeypatch, capsys)
+    assert_clean_error(code, err, "plain.tif", "--gsd")
+
+
+def test_empty_scene(tmp_path, weights, monkeypatch, capsys):
+    empty = write_tif(tmp_path / "empty.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    code, err = run_cli(["predict", str(empty), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(weights)], monkeypatch, capsys)
+    assert_clean_error(code, err, "empty.tif", "valid")
+
+
+def test_wrong_bands(scene, tmp_path, weights, monkeypatch, capsys):
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(weights), "--bands", "1,2,7"], monkeypatch, capsys)
+    assert_clean_error(code, err, "scene.tif", "band")
+
+
+def test_unsupported_output_extension(scene, tmp_path, weights, monkeypatch, capsys):
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.kml"),
+                         "--weights", str(weights)], monkeypatch, capsys)
+    assert_clean_error(code, err, "r.kml", ".gpkg")
+
+
+def test_output_exists_without_overwrite(scene, tmp_path, weights, monkeypatch, capsys):
+    out = tmp_path / "r.gpkg"
+    out.write_bytes(b"precious")
+    code, err = run_cli(["predict", str(scene), "-o", str(out), "--weights", str(weights)],
+                        monkeypatch, capsys)
+    assert_clean_error(code, err, "r.gpkg", "--overwrite")
+    assert out.read_bytes() == b"precious"
+
+
+def test_missing_output_folder(scene, tmp_path, weights, monkeypatch, capsys):
+    out = tmp_path / "no" / "such" / "r.gpkg"
+    code, err = run_cli(["predict", str(scene), "-o", str(out), "--weights", str(weights)],
+                        monkeypatch, capsys)
+    assert_clean_error(code, err, "r.gpkg")
+    assert not out.parent.exists()
+
+
+def test_corrupt_weights(scene, tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(bad)], monkeypatch, capsys)
+    assert_clean_error(code, err, "bad.safetensors")
+    assert not (tmp_path / "r.gpkg").exists()
+
+
+def test_mismatched_weights(scene, tmp_path, monkeypatch, capsys):
+    """dlinknet34 tensors under a card that claims d3fnet34: keys do not match."""
+    from safetensors.torch import load_file, save_file
+
+    from roadx.models import read_checkpoint_metadata
+
+    good = tmp_path / "dl.safetensors"
+    save_checkpoint(good, create_model("dlinknet34"), card=get_card("dlinknet34"),
+                    model_kwargs={})
+    meta = read_checkpoint_metadata(good)
+    meta["roadx.model"] = "d3fnet34"
+    meta["roadx.card"] = meta["roadx.card"].replace('"dlinknet34"', '"d3fnet34"')
+    mixed = tmp_path / "mixed.safetensors"
+    save_file(load_file(good), mixed, metadata=meta)
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(mixed)], monkeypatch, capsys)
+    assert_clean_error(code, err, "mixed.safetensors")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present on this machine")
+def test_cuda_requested_but_absent(scene, tmp_path, weights, monkeypatch, capsys):
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.gpkg"),
+                         "--weights", str(weights), "--device", "cuda"], monkeypatch, capsys)
+    assert_clean_error(code, err, "CUDA")
+
+
+def test_no_default_weights(scene, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROADX_WEIGHTS_DIR", str(tmp_path / "empty"))
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.gpkg")],
+                        monkeypatch, capsys)
+    assert_clean_error(code, err, "--weights")
+
+
+def test_vectorize_missing_raster(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(["vectorize", str(tmp_path / "p.tif"), "-o", str(tmp_path / "r.gpkg")],
+                        monkeypatch, capsys)
+    assert_clean_error(code, err, "p.tif", "not found")
+
+
+def test_plain_image_with_gsd_gives_pixel_coordinates(tmp_path, weights, monkeypatch, capsys):
+    """A DeepGlobe-like plain image is accepted with --gsd; GeoJSON is refused (no lon/lat)."""
+    from PIL import Image
+
+    img = tmp_path / "123_sat.jpg"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(img)
+    code, err = run_cli(["predict", str(img), "-o", str(tmp_path / "r.geojson"),
+                         "--weights", str(weights), "--gsd", "1.0"], monkeypatch, capsys)
+    assert_clean_error(code, err, "GeoJSON")
+    monkeypatch.setattr(sys, "argv", ["roadx", "predict", str(img), "-o",
+                                      str(tmp_path / "r.gpkg"), "--weights", str(weights),
+                                      "--gsd", "1.0", "--tta", "none", "--tile", "64",
+                                      "--overlap", "0", "-q"])
+    main_ok = None
+    try:
+        main()
+    except SystemExit as exc:
+        main_ok = exc.code
+    assert main_ok in (None, 0)
+    assert (tmp_path / "r.gpkg").exists()

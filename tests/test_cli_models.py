@@ -1,0 +1,142 @@
+"""``roadx models`` and ``roadx convert-weights``: success via CliRunner, errors exit 1."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from roadx.cli import app, main
+from roadx.models import create_model, load_checkpoint
+from roadx.models.convert import to_reference_key
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on the shared 2-core machine, 2 threads spin-wait and run ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def reference_th(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    """A DataParallel-style state dict in the original D-LinkNet34 naming, plus its source model."""
+    torch.manual_seed(0)
+    model = create_model("dlinknet34").eval()
+    state = {f"module.{to_reference_key(k)}": v for k, v in model.state_dict().items()}
+    path = tmp_path_factory.mktemp("th") / "log01_dink34.th"
+    torch.save(state, path)
+    return path, model
+
+
+def run_roadx(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "roadx", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_models_json_lists_cards_and_parameter_counts() -> None:
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == ["d3fnet34", "dlinknet34"]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["d3fnet34"]["parameters"] == 39_501_313
+    assert by_name["dlinknet34"]["parameters"] == 31_096_129
+    assert by_name["d3fnet34"]["gsd_m"] == 1.0 and by_name["dlinknet34"]["gsd_m"] == 0.5
+    assert by_name["d3fnet34"]["bands"] == ["B", "G", "R"] and rows[0]["output"] == "logits"
+    assert result.stderr == ""
+
+
+def test_models_table_goes_to_stderr() -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "39,501,313" in result.stderr and "31,096,129" in result.stderr
+    assert "x/255*3.2-1.6" in result.stderr and "2508.15537" in result.stderr
+
+
+def test_convert_weights_writes_a_loadable_checkpoint(reference_th, tmp_path) -> None:
+    src, source_model = reference_th
+    dst = tmp_path / "dlinknet34_deepglobe.safetensors"
+    result = runner.invoke(app, ["convert-weights", str(src), "-o", str(dst)])
+    assert result.exit_code == 0, result.output
+    assert "dlinknet34" in result.stderr and "0.5 m/px" in result.stderr
+    model, card = load_checkpoint(dst)
+    assert card.training["converted_from"] == "log01_dink34.th"
+    for key, value in source_model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error:")
+    assert "Traceback" not in proc.stderr
+    flat = " ".join(proc.stderr.split())  # rich may wrap long lines
+    for fragment in fragments:
+        assert fragment in flat, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_convert_weights_error_paths_exit_1(reference_th, tmp_path) -> None:
+    out = str(tmp_path / "a.safetensors")
+    assert_clean_error(
+        run_roadx("convert-weights", str(tmp_path / "no.th"), "-o", out),
+        "no.th not found",
+    )
+    wrong = tmp_path / "linknet.th"
+    torch.save({"module.encoder1.0.conv1.weight": torch.zeros(64, 64, 3, 3)}, wrong)
+    assert_clean_error(
+        run_roadx("convert-weights", str(wrong), "-o", out),
+        "linknet.th does not have the D-LinkNet34", "missing keys (",
+    )
+    assert not (tmp_path / "a.safetensors").exists()
+
+
+def run_main(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``roadx.cli.main`` in-process (torch already loaded), as the console script does."""
+    monkeypatch.setattr(sys, "argv", ["roadx", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, info.value.code, out, err)
+
+
+def test_convert_weights_more_error_paths_exit_1(reference_th, tmp_path, monkeypatch, capsys):
+    src, _ = reference_th
+    out = str(tmp_path / "a.safetensors")
+    text = tmp_path / "notes.th"
+    text.write_text("not weights")
+    assert_clean_error(
+        run_main(monkeypatch, capsys, "convert-weights", str(text), "-o", out),
+        "notes.th is not a PyTorch checkpoint",
+    )
+    exists = tmp_path / "exists.safetensors"
+    exists.write_bytes(b"keep")
+    assert_clean_error(
+        run_main(monkeypatch, capsys, "convert-weights", str(src), "-o", str(exists)),
+        "exists.safetensors already exists", "--overwrite",
+    )
+    assert exists.read_bytes() == b"keep"
+    assert_clean_error(
+        run_main(monkeypatch, capsys, "convert-weights", str(src), "-o", str(tmp_path / "w.pt")),
+        "must end in .safetensors",
+    )
+
+
+def test_cli_import_does_not_load_torch() -> None:
+    code = "import roadx.cli, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

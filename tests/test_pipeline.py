@@ -1,0 +1,160 @@
+"""End-to-end tests of ``roadx predict`` (pipeline.extract) on real scenes.
+
+A *mask oracle* stands in for the network: its logits are a per-pixel function of the input
+(bright = road), so feeding it the SpaceNet road mask as the "scene" must give back the
+SpaceNet road centrelines — through the real reader (resampling to the card GSD), tiler,
+TTA, stitcher, vectorizer and writers. Any georeferencing, flip or seam error moves or
+breaks the lines and fails the completeness/correctness check.
+"""
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from roadx.models import ModelCard
+from roadx.pipeline import ExtractOptions, extract, vectorize_raster
+from roadx.predict import PredictOptions
+
+UTM_11N = "EPSG:32611"
+
+
+class MaskOracle(torch.nn.Module):
+    """Logits = 20 × (mean input − 0.5): a bright pixel is road (dihedral-equivariant)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * (x.float().mean(dim=1, keepdim=True) - 0.5)
+
+
+ORACLE_CARD = ModelCard(
+    name="d3fnet34", gsd_m=1.0, tile_px=256, input_scale=1 / 255, input_offset=0.0
+)
+
+
+@pytest.fixture
+def oracle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Make load_checkpoint return the mask oracle; returns a weights path to pass."""
+    calls = []
+
+    def fake_load(path: Path, *, device: str = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+        calls.append(path)
+        return MaskOracle().eval(), ORACLE_CARD
+
+    monkeypatch.setattr("roadx.models.load_checkpoint", fake_load)
+    weights = tmp_path / "oracle.safetensors"
+    weights.write_bytes(b"unused")
+    return weights
+
+
+def ccq(pred: gpd.GeoDataFrame, gt: gpd.GeoDataFrame, buffer_m: float = 3.0) -> tuple[float, float]:
+    """(completeness, correctness) of line sets with a buffer in metres, in UTM 11N."""
+    p = pred.to_crs(UTM_11N).geometry.union_all()
+    g = gt.to_crs(UTM_11N).geometry.union_all()
+    completeness = g.intersection(p.buffer(buffer_m)).length / g.length
+    correctness = p.intersection(g.buffer(buffer_m)).length / p.length
+    return completeness, correctness
+
+
+def _gt(shared_data: Path) -> gpd.GeoDataFrame:
+    return gpd.read_file(shared_data / "spacenet_solaris" / "sample_roads_for_masking.geojson")
+
+
+def test_epsg4326_scene_gives_geojson_lines_on_the_ground_truth(
+    shared_data: Path, oracle: Path, tmp_path: Path
+) -> None:
+    scene = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
+    out = tmp_path / "roads.geojson"
+    prob = tmp_path / "prob.tif"
+    result = extract(
+        scene,
+        out,
+        options=ExtractOptions(
+            weights=oracle,
+            overlap_px=64,
+            probability_path=prob,
+            predict=PredictOptions(tta="d4", device="cpu"),
+        ),
+    )
+    assert result.resampled and abs(result.gsd_m - 1.0) < 0.05
+    roads = gpd.read_file(out)
+    assert roads.crs.to_epsg() == 4326
+    lon, lat = roads.geometry.union_all().centroid.coords[0]
+    assert -115.24 < lon < -115.23 and 36.13 < lat < 36.15
+    completeness, correctness = ccq(roads, _gt(shared_data))
+    assert completeness >= 0.85 and correctness >= 0.85, (completeness, correctness)
+    # the probability raster covers the scene on the processing grid, same CRS
+    with rasterio.open(scene) as src, rasterio.open(prob) as p:
+        assert p.crs == src.crs
+        assert p.dtypes[0] == "uint8" and p.nodata == 255
+        for a, b in zip(p.bounds, src.bounds, strict=True):
+            assert abs(a - b) < 2 * abs(p.transform.a)
+    assert result.roads == len(roads) and result.total_km > 0.5
+
+
+def test_utm_scene_gives_gpkg_in_native_crs(shared_data: Path, oracle: Path, tmp_path: Path) -> None:
+    src_path = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
+    scene = tmp_path / "mask_utm.tif"  # a reprojected derivative, only in tmp
+    with rasterio.open(src_path) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, UTM_11N, src.width, src.height, *src.bounds, resolution=0.5
+        )
+        profile = src.profile | {
+            "crs": UTM_11N, "transform": transform, "width": width, "height": height
+        }
+        with rasterio.open(scene, "w", **profile) as dst:
+            reproject(rasterio.band(src, 1), rasterio.band(dst, 1), resampling=Resampling.nearest)
+    out = tmp_path / "roads.gpkg"
+    result = extract(
+        scene, out, options=ExtractOptions(weights=oracle, predict=PredictOptions(tta="flip"))
+    )
+    roads = gpd.read_file(out, layer="roads")
+    junctions = gpd.read_file(out, layer="junctions")
+    assert roads.crs.to_epsg() == 32611 and junctions.crs.to_epsg() == 32611
+    assert {"length_m", "prob_mean"} <= set(roads.columns)
+    assert (roads["prob_mean"] > 0.5).all()
+    completeness, correctness = ccq(roads, _gt(shared_data))
+    assert completeness >= 0.85 and correctness >= 0.85, (completeness, correctness)
+    # lengths are metres on the ground
+    assert np.isclose(roads["length_m"].sum(), roads.geometry.length.sum(), rtol=0.05)
+    assert result.junctions == int((junctions["kind"] == "junction").sum())
+
+
+def test_vectorize_command_on_a_mask_matches_ground_truth(shared_data: Path, tmp_path: Path) -> None:
+    mask = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
+    out = tmp_path / "roads.gpkg"
+    result = vectorize_raster(mask, out, band_rows=300)
+    roads = gpd.read_file(out, layer="roads")
+    assert roads.crs.to_epsg() == 4326
+    completeness, correctness = ccq(roads, _gt(shared_data))
+    assert completeness >= 0.9 and correctness >= 0.9, (completeness, correctness)
+    assert result.roads == len(roads)
+
+
+def test_cli_predict_json_with_a_real_d3fnet_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+    """A randomly initialised d3fnet34 checkpoint runs through the real CLI (no oracle)."""
+    from typer.testing import CliRunner
+
+    from roadx.cli import app
+    from roadx.models import create_model, get_card, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = tmp_path / "random.safetensors"
+    card = get_card("d3fnet34")
+    save_checkpoint(weights, create_model("d3fnet34"), card=card, model_kwargs={})
+    scene = shared_data / "spacenet_solaris" / "road_mask_input.tif"  # uint16 pan, EPSG:4326
+    out = tmp_path / "roads.gpkg"
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(scene), "-o", str(out), "--weights", str(weights), "--tta", "none",
+         "--tile", "256", "--overlap", "64", "--device", "cpu", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"] == "d3fnet34" and report["windows"] >= 4
+    assert report["crs"] == "EPSG:4326" and out.exists()
+    gpd.read_file(out, layer="roads")  # readable, possibly empty for random weights

@@ -1,0 +1,210 @@
+"""Training data: dataset layouts on real samples, no-data exclusion, split hygiene, augmentation."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roadx.errors import DatasetError
+from roadx.io.samples import read_labelled_pair, read_labelled_scene, white_nodata
+from roadx.train.augment import augment, hsv_shift, rgb_to_hsv8, hsv8_to_rgb, shift_scale
+from roadx.train.data import VALID_BIT, PatchDataset, load_tile, load_tiles
+from roadx.train.datasets import detect_format, discover_samples, split_samples, tile_id_of
+from roadx.train.loss import dice_bce_loss
+from roadx.train.state import lr_at
+
+LORUDARKU_CROPS = ("10078675_15_0_0", "10078675_15_0_1", "10228675_15_1_1")
+
+
+def _link(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src)
+    return dst
+
+
+@pytest.fixture
+def deepglobe_dir(shared_data: Path, tmp_path: Path) -> Path:
+    """A DeepGlobe-style flat folder built from two Massachusetts crops (symlinks, in tmp)."""
+    src = shared_data / "massachusetts_lorudarku"
+    for k, stem in enumerate(LORUDARKU_CROPS[:2]):
+        _link(src / "images" / f"{stem}.jpg", tmp_path / "dg" / f"{100 + k}_sat.jpg")
+        _link(src / "masks" / f"{stem}.png", tmp_path / "dg" / f"{100 + k}_mask.png")
+    return tmp_path / "dg"
+
+
+@pytest.fixture
+def gis_dir(shared_data: Path, tmp_path: Path) -> Path:
+    """The SpaceNet Vegas pan tile with its centrelines, matched by stem (symlinks, in tmp)."""
+    src = shared_data / "spacenet_solaris"
+    _link(src / "road_mask_input.tif", tmp_path / "gis" / "vegas.tif")
+    _link(src / "sample_roads_for_masking.geojson", tmp_path / "gis" / "vegas.geojson")
+    return tmp_path / "gis"
+
+
+def test_tile_ids_group_quadrant_crops() -> None:
+    assert tile_id_of("10078675_15_1_0") == "10078675_15"
+    assert tile_id_of("10978945_15") == "10978945_15"
+    assert tile_id_of("7") == "7"
+    assert tile_id_of("104_sat") == "104"
+
+
+def test_folders_layout_marks_white_nodata(shared_data: Path) -> None:
+    root = shared_data / "massachusetts_riya_l209"
+    assert detect_format(root) == "folders"
+    samples = discover_samples([root])
+    assert len(samples) == 9 and all(s.kind == "pair" and s.source_gsd_m == 1.0 for s in samples)
+    item = read_labelled_pair(samples[0].image, samples[0].labels[0], source_gsd_m=1.0, target_gsd_m=1.0)
+    assert item.image.shape == (1500, 1500, 3) and item.gsd_m == 1.0
+    white = white_nodata(item.image)
+    assert 0.2 < white.mean() < 0.95  # Riya tiles are 21-91 % white (SOURCES.md)
+    np.testing.assert_array_equal(item.valid, ~white)
+    # the quirk: the masks still draw roads through the white no-data
+    assert np.count_nonzero(item.road & white) > 0
+
+
+def test_deepglobe_layout_is_resampled_from_half_a_metre(deepglobe_dir: Path) -> None:
+    assert detect_format(deepglobe_dir) == "deepglobe"
+    samples = discover_samples([deepglobe_dir])
+    assert [s.tile_id for s in samples] == ["100", "101"]
+    assert all(s.source_gsd_m == 0.5 for s in samples)
+    tile = load_tile(samples[0], gsd_m=1.0, road_width_m=4.0)
+    assert tile.image.shape == (375, 375, 3) and tile.gsd_m == 1.0  # 750 px × 0.5 m
+    native = read_labelled_pair(samples[0].image, samples[0].labels[0], source_gsd_m=0.5)
+    road_share = np.count_nonzero(tile.label & 1) / tile.label.size
+    assert road_share == pytest.approx(native.road.mean(), rel=0.15)
+
+
+def test_gis_layout_rasterizes_buffered_centrelines(gis_dir: Path, shared_data: Path) -> None:
+    assert detect_format(gis_dir) == "gis"
+    (sample,) = discover_samples([gis_dir])
+    assert sample.kind == "scene" and sample.labels[0].name == "vegas.geojson"
+    item = read_labelled_scene(sample.image, sample.labels, target_gsd_m=1.0, road_width_m=4.0)
+    # 1300 px × 2.7e-6° ≈ 396 m north-south, ≈ 323 m east-west at 36° N
+    assert item.image.shape[:2] == pytest.approx((396, 323), abs=3)
+    assert item.gsd_m == 1.0
+    # solaris rasterized the same lines with a ~2 m half-width: 3.3 % road
+    assert item.road[item.valid].mean() == pytest.approx(0.033, abs=0.006)
+    wider = read_labelled_scene(sample.image, sample.labels, target_gsd_m=1.0, road_width_m=8.0)
+    assert wider.road.mean() == pytest.approx(2 * item.road.mean(), rel=0.2)
+    # --labels covering several scenes: same result when the file is given explicitly
+    scenes = discover_samples([gis_dir], labels=[shared_data / "spacenet_solaris" / "sample_roads.geojson"])
+    assert scenes[0].labels[0].name == "vegas.geojson"  # a same-stem file wins
+
+
+def test_gis_scene_outside_its_labels_is_reported(shared_data: Path, tmp_path: Path) -> None:
+    _link(shared_data / "spacenet_solaris" / "road_mask_input.tif", tmp_path / "g" / "a.tif")
+    other = shared_data / "spacenet_solaris" / "sample_roads.geojson"  # a different Vegas tile
+    (sample,) = discover_samples([tmp_path / "g"], labels=[other])
+    tiles, skipped = load_tiles([sample], gsd_m=1.0, road_width_m=4.0)
+    assert tiles == [] and skipped[0][0] == sample.image and "none of the road lines" in skipped[0][1]
+
+
+def test_bad_samples_are_skipped_with_their_path(shared_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    src = shared_data / "massachusetts_lorudarku"
+    _link(src / "images" / f"{LORUDARKU_CROPS[0]}.jpg", root / "images" / "good.jpg")
+    _link(src / "masks" / f"{LORUDARKU_CROPS[0]}.png", root / "masks" / "good.png")
+    (root / "images" / "broken.png").write_bytes(b"not an image at all")
+    _link(src / "masks" / f"{LORUDARKU_CROPS[1]}.png", root / "masks" / "broken.png")
+    _link(shared_data / "massachusetts_cskanani" / "images" / "1.jpg", root / "images" / "size.jpg")
+    _link(src / "masks" / f"{LORUDARKU_CROPS[1]}.png", root / "masks" / "size.png")
+    tiles, skipped = load_tiles(discover_samples([root]), gsd_m=1.0, road_width_m=4.0)
+    assert [t.sample.image.name for t in tiles] == ["good.jpg"]
+    reasons = {p.name: r for p, r in skipped}
+    assert set(reasons) == {"broken.png", "size.jpg"}
+    assert "cannot be read" in reasons["broken.png"]
+    assert "750×750" in reasons["size.jpg"] and "1500×1500" in reasons["size.jpg"]
+
+
+def test_unknown_layout_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match="unknown dataset layout"):
+        discover_samples([tmp_path])
+
+
+def test_split_never_puts_a_tile_in_both_sets(shared_data: Path) -> None:
+    roots = [shared_data / f"massachusetts_{n}" for n in ("cskanani", "riya_l209", "parth1620", "lorudarku")]
+    samples = discover_samples(roots)
+    train, val = split_samples(samples, val_fraction=0.1, seed=0)
+    key = lambda s: (s.source, s.tile_id)  # noqa: E731
+    assert not {key(s) for s in train} & {key(s) for s in val}
+    assert len(train) + len(val) == len(samples) == 220
+    tiles = {key(s) for s in samples}
+    assert len(tiles) == 113
+    held = {key(s) for s in val}
+    for root in roots:  # >= 10 % of every folder's tiles
+        n = len({t for t in tiles if t[0] == root})
+        assert len({t for t in held if t[0] == root}) >= 0.1 * n
+    # quadrant crops of a held-out Lorudarku tile all go to validation
+    lor = [s for s in val if s.source.name == "massachusetts_lorudarku"]
+    assert lor and all(sum(s2.tile_id == s.tile_id for s2 in lor) >= 1 for s in lor)
+    assert not {s.tile_id for s in lor} & {s.tile_id for s in train if s.source == lor[0].source}
+    explicit_train, explicit_val = split_samples(samples, val_ids={"massachusetts_cskanani/2", "10078675_15"})
+    assert sorted(s.image.name for s in explicit_val) == ["10078675_15_0_0.jpg", "10078675_15_0_1.jpg",
+                                                          "10078675_15_1_0.jpg", "10078675_15_1_1.jpg", "2.jpg"]
+
+
+def test_loss_ignores_invalid_pixels() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    target = (torch.rand(2, 1, 8, 8) > 0.7).float()
+    valid = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    valid[:, :, :, 4:] = False
+    changed = logits.clone()
+    changed[:, :, :, 4:] = 50.0  # garbage where there is no data
+    assert dice_bce_loss(logits, target, valid) == pytest.approx(float(dice_bce_loss(changed, target, valid)))
+    assert dice_bce_loss(logits, target) != pytest.approx(float(dice_bce_loss(changed, target)))
+    perfect = target * 40 - 20
+    assert float(dice_bce_loss(perfect, target, valid)) < 1e-3
+    assert float(dice_bce_loss(logits, target, torch.zeros_like(valid))) == 0.0
+
+
+def test_training_crops_avoid_nodata(shared_data: Path) -> None:
+    samples = discover_samples([shared_data / "massachusetts_riya_l209"])[:2]
+    tiles, _ = load_tiles(samples, gsd_m=1.0, road_width_m=4.0)
+    ds = PatchDataset(tiles, length=6, crop_px=128, channels=(2, 1, 0), scale=3.2 / 255, offset=-1.6,
+                      augment_params=None)
+    for i in range(len(ds)):
+        x, road, valid = ds[i]
+        assert x.shape == (3, 128, 128) and road.shape == valid.shape == (1, 128, 128)
+        assert valid.mean() >= 0.5
+        white = (x == 255 * 3.2 / 255 - 1.6).all(dim=0)
+        assert not (white & (valid[0] > 0)).any()  # white pixels are never valid
+    x0, _, _ = ds[0]
+    assert torch.equal(x0, ds[0][0])  # item i is deterministic
+
+
+def test_hsv_round_trip_and_shift() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    back = hsv8_to_rgb(np.round(rgb_to_hsv8(image)))
+    assert np.abs(back.astype(int) - image).max() <= 4  # 8-bit HSV quantisation
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 200
+    assert hsv_shift(red, 60, 0, 0)[0, 0].tolist() == [0, 200, 0]  # +60 units = +120°: red -> green
+    assert hsv_shift(red, 0, 0, -15)[0, 0, 0] == 185
+
+
+def test_geometric_augmentation_keeps_image_and_mask_aligned() -> None:
+    rng = np.random.default_rng(1)
+    road = np.zeros((64, 64), bool)
+    road[20:26, :] = True
+    road[:, 40:43] = True
+    image = np.repeat((road * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    valid = np.ones_like(road)
+    warped_image, warped_road, warped_valid = shift_scale(image, road, valid, sx=1.1, sy=0.9, dx_px=5, dy_px=-3)
+    assert not warped_valid.all()  # the shifted-in border is no-data, not background
+    for _ in range(8):
+        params_rng = np.random.default_rng(rng.integers(1 << 30))
+        out_image, out_road, out_valid = augment(image, road, valid, params_rng)
+        inside = out_valid & (out_image[..., 0] != 128)
+        agree = (out_image[..., 1] > 127) == out_road
+        assert agree[inside].mean() > 0.97
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    lrs = [lr_at(s, total_steps=100, peak_lr=1e-3, warmup_steps=10, min_ratio=0.1) for s in range(120)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[100] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
