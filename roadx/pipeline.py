@@ -61,7 +61,8 @@ class ExtractOptions:
         model: registered architecture used when ``weights`` is None (its default weights).
         weights: a roadx ``.safetensors`` checkpoint (carries its own ModelCard).
         tile_px: window side in pixels (None: the card's ``tile_px``).
-        overlap_px: overlap between neighbouring windows in pixels.
+        overlap_px: overlap between neighbouring windows in pixels (None: a quarter of the
+            window, i.e. 256 px for 1024 px windows — about the receptive-field margin).
         bands: 1-based source bands in R,G,B order (None: from the colour interpretation).
         gsd_m: metres per pixel for an image without georeferencing (outputs in pixels).
         resample: read the scene resampled to the card GSD when it differs by > 10 %.
@@ -74,7 +75,7 @@ class ExtractOptions:
     model: str = DEFAULT_MODEL
     weights: Path | None = None
     tile_px: int | None = None
-    overlap_px: int = 256
+    overlap_px: int | None = None
     bands: tuple[int, ...] | None = None
     gsd_m: float | None = None
     resample: bool = True
@@ -202,10 +203,9 @@ def extract(
                 f"{scene_path} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON "
                 "(lon/lat); write .gpkg or .shp instead"
             )
-        grid = TileGrid(
-            scene.height, scene.width, tile_px=options.tile_px or card.tile_px,
-            overlap_px=options.overlap_px,
-        )
+        tile_px = options.tile_px or card.tile_px
+        overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
+        grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
         total = len(grid)
         area_km2 = scene.width * scene.height * scene.pixel_size_m[0] * scene.pixel_size_m[1] / 1e6
         done = 0

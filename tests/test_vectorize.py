@@ -307,6 +307,19 @@ def test_junction_cluster_split_by_a_seam_is_one_node() -> None:
     assert banded.length_m == pytest.approx(whole.length_m, rel=1e-9)
 
 
+def test_caller_may_reuse_its_band_buffer() -> None:
+    prob = synthetic_map()
+    whole = vectorize(prob, transform=None, crs=None, pixel_size_m=0.5)
+    vec = BandVectorizer(width=500, height=600, transform=None, crs=None, pixel_size_m=0.5)
+    reused = np.empty((50, 500), np.float32)  # bands shorter than the halo are buffered
+    for row in range(0, 600, 50):
+        reused[:] = prob[row : row + 50]
+        vec.add_rows(row, reused)
+    net = vec.finish()
+    assert len(net.edges) == len(whole.edges)
+    assert net.length_m == pytest.approx(whole.length_m, rel=1e-9)
+
+
 def test_skipped_rows_count_as_nodata() -> None:
     prob = np.zeros((300, 40), np.float32)
     prob[:, 17:24] = 0.9

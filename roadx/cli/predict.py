@@ -40,8 +40,9 @@ def predict(
         int | None, typer.Option(min=64, help="Window size in pixels (default: the model's).")
     ] = None,
     overlap: Annotated[
-        int, typer.Option(min=0, help="Overlap between windows in pixels.")
-    ] = 256,
+        int | None,
+        typer.Option(min=0, help="Overlap between windows in pixels (default: tile / 4)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 4,
     blend: Annotated[
         Literal["cosine", "crop"], typer.Option(help="Seam-free stitching mode.")

@@ -5,6 +5,7 @@ with a rich progress bar per epoch and a summary table. Defaults live in ``Train
 """
 
 import json
+import signal
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -119,6 +120,12 @@ def train(
             rows.append(event.metrics)
             err_console.print(_epoch_table(rows[-1:]))
 
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # a background job may start with SIGINT ignored; SIGTERM (kill) also saves a resumable state
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
     try:
         result = fit(cfg, on_event=on_event)
     except KeyboardInterrupt:
@@ -128,6 +135,7 @@ def train(
         raise typer.Exit(130) from None
     finally:
         stack.close()
+        signal.signal(signal.SIGTERM, previous_term)
     if result.skipped:
         err_console.print(f"[yellow]{len(result.skipped)} sample(s) skipped[/yellow]:", highlight=False)
         for path, reason in result.skipped:
