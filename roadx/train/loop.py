@@ -220,9 +220,10 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
     val_tiles, skipped_val = load_tiles(val_samples, gsd_m=gsd_m, road_width_m=config.road_width_m, cache_dir=cache, on_tile=progress)
     skipped += skipped_val
     if not train_tiles:
+        named = "; ".join(f"{path}: {reason}" for path, reason in skipped[:5])
         raise DatasetError(
             f"no usable training sample in {', '.join(map(str, config.data))} ({len(skipped)} "
-            "skipped); expected readable image/label pairs with valid pixels."
+            f"skipped: {named}); expected readable image/label pairs with valid pixels."
         )
     emit(TrainEvent("loaded", metrics={"train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "skipped": len(skipped)}))
 

@@ -5,9 +5,11 @@ height. The vectoriser keeps a float32 buffer of at most ``band + 2 * halo_px`` 
 emits *final* skeleton rows with a lag of ``halo_px``: rows ``[done, end - halo_px)`` are
 skeletonised from a buffer that holds at least ``halo_px`` rows of context above and below
 them (the scene edges are mirrored instead). Only the skeleton pixels of the emitted rows are
-kept, as a sparse list. Those rows are traced into a band graph whose seam pixels are forced
-to be nodes, and :class:`~roadx.vectorize.graph.GraphStitcher` joins consecutive band graphs
-by exact global pixel coordinates. Spur pruning and degree-2 contraction run once, in
+kept, as a sparse list. Those rows are traced into a band graph (the last emitted row waits
+for the next band, because its pixel degrees depend on the row below); pixels with a
+neighbour across the seam are forced to be nodes, and
+:class:`~roadx.vectorize.graph.GraphStitcher` joins consecutive band graphs by exact global
+pixel coordinates. Spur pruning and degree-2 contraction run once, in
 :meth:`BandVectorizer.finish`, on the merged graph, so a road crossing any number of seams
 ends up as one edge. :func:`vectorize` is the same machine fed one band.
 
@@ -134,7 +136,7 @@ class BandVectorizer:
         self._fill_nodata(self._height)
         graph = self._stitcher.graph()
         n_raw = graph.number_of_edges()
-        prune(graph, params=self._params, pixel=self._pixel)
+        prune(graph, params=self._params)
         logger.debug("graph: %d raw edges -> %d after pruning", n_raw, graph.number_of_edges())
         self._network = network_from_graph(
             graph, transform=self._transform, crs=self._crs, pixel=self._pixel,

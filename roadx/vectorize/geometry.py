@@ -35,14 +35,23 @@ _SMOOTH_HALF_PX = 2
 
 
 class AffineLike(Protocol):
-    """An affine pixel → CRS transform with rasterio/``affine`` coefficient names."""
+    """An affine pixel → CRS transform with the coefficient names of ``affine.Affine``.
 
-    a: float
-    b: float
-    c: float
-    d: float
-    e: float
-    f: float
+    ``x = a * col + b * row + c`` and ``y = d * col + e * row + f`` (GDAL/rasterio order).
+    """
+
+    @property
+    def a(self) -> float: ...
+    @property
+    def b(self) -> float: ...
+    @property
+    def c(self) -> float: ...
+    @property
+    def d(self) -> float: ...
+    @property
+    def e(self) -> float: ...
+    @property
+    def f(self) -> float: ...
 
 
 @dataclass
@@ -53,10 +62,12 @@ class RoadNetwork:
         edges: columns ``id, u, v`` (int64; ``u``/``v`` are node ids), ``length_m``
             (float64, metres along the skeleton path before simplification), ``prob_mean``,
             ``prob_min`` (float64 road probability along the path), ``width_m`` (float64,
-            road width estimated from the distance to the mask edge), ``geometry``.
-        nodes: columns ``id`` (int64), ``degree`` (int64), ``kind`` (``"junction"`` for
-            degree >= 3, ``"end"`` for 1, ``"other"``), ``cut`` (bool, an end at the scene
-            edge or nodata), ``geometry`` (Point).
+            metres: 2 x median distance from the path to the mask edge - 1 pixel),
+            ``geometry`` (LineString from node ``u`` to node ``v``; closed when u == v).
+        nodes: columns ``id`` (int64), ``degree`` (int64; a self-loop counts 2), ``kind``
+            (``"junction"`` for degree >= 3, ``"end"`` for 1, ``"other"`` for the node of
+            a ring), ``cut`` (bool, a node on the scene edge or nodata: the road was cut
+            there), ``geometry`` (Point).
     """
 
     edges: gpd.GeoDataFrame

@@ -117,13 +117,16 @@ class GraphStitcher:
         return g
 
 
-def prune(graph: nx.MultiGraph, *, params: VectorizeParams, pixel: PixelSize) -> None:
+def prune(graph: nx.MultiGraph, *, params: VectorizeParams) -> None:
     """Prune spurs, short loops and small pieces, and contract degree-2 nodes (in place).
 
     Args:
-        graph: a graph from :meth:`GraphStitcher.graph`.
+        graph: a graph from :meth:`GraphStitcher.graph` (edge ``length_m`` in metres).
         params: ``min_spur_m``, ``min_loop_m``, ``min_component_m``.
-        pixel: ground pixel size in metres.
+
+    References:
+        CRESI spur pruning (border-aware, iterative) and small-subgraph removal;
+        pipeline-anchors.md §5 items 5 and 7.
     """
     contract(graph)
     for round_ in range(_MAX_ROUNDS):

@@ -10,6 +10,8 @@ ground-truth road mask in ``tests/test_vectorize_real.py``.
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from roadx.errors import InputError
 
 
@@ -28,8 +30,9 @@ class VectorizeParams:
         max_hole_m2: background holes inside the mask up to this area are filled, so the
             skeleton does not turn them into small loops (default 50 m², ~8 m across; larger
             islands such as roundabouts survive).
-        closing_m: radius of a binary closing applied to the mask, bridging hairline gaps
-            (default 0.6 m; 0 turns it off).
+        closing_m: half-size of a square binary closing applied to the mask (rounded to
+            whole pixels), bridging hairline gaps and notches (default 0.6 m, i.e. 3 x 3 px
+            at 0.5 m and 5 x 5 px at 0.3 m; 0 turns it off).
         min_spur_m: dead-end branches shorter than this are pruned unless they end at the
             scene boundary or at nodata (default 10 m, CRESI 10–12 m).
         min_component_m: connected pieces of network shorter than this in total are
@@ -120,15 +123,15 @@ class PixelSize:
         Raises:
             roadx.errors.InputError: when a size is not a finite positive number.
         """
-        if isinstance(pixel_size_m, int | float):
-            row_m = col_m = float(pixel_size_m)
-        else:
-            try:
-                row_m, col_m = (float(v) for v in pixel_size_m)
-            except (TypeError, ValueError) as err:
-                raise InputError(
-                    f"pixel_size_m must be a number or a (row_m, col_m) pair, got {pixel_size_m!r}"
-                ) from err
+        try:
+            if np.ndim(pixel_size_m) == 0:
+                row_m = col_m = float(pixel_size_m)  # type: ignore[arg-type]
+            else:
+                row_m, col_m = (float(v) for v in pixel_size_m)  # type: ignore[union-attr]
+        except (TypeError, ValueError) as err:
+            raise InputError(
+                f"pixel_size_m must be a number or a (row_m, col_m) pair, got {pixel_size_m!r}"
+            ) from err
         for value in (row_m, col_m):
             if not (math.isfinite(value) and value > 0):
                 raise InputError(

@@ -1,0 +1,135 @@
+"""``roadx train``: a 2-step CPU run, checkpoints, resume, fine-tuning, Ctrl-C and CLI errors."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import roadx.cli
+from roadx.errors import CheckpointError, OutputExistsError
+from roadx.models import load_checkpoint
+from roadx.train import TrainConfig, TrainEvent, fit
+
+CROPS = ("10078675_15_0_0", "10078675_15_0_1", "10228675_15_1_1")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real Massachusetts crops (two tiles) as an images/ + masks/ folder of symlinks."""
+    root = tmp_path_factory.mktemp("ds")
+    src = shared_data / "massachusetts_lorudarku"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir()
+    for stem in CROPS:
+        (root / "images" / f"{stem}.jpg").symlink_to(src / "images" / f"{stem}.jpg")
+        (root / "masks" / f"{stem}.png").symlink_to(src / "masks" / f"{stem}.png")
+    return root
+
+
+def _config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(
+        data=(data,), output=out, model="d3fnet34", gsd_m=1.0, epochs=1, samples_per_epoch=2,
+        batch_size=1, crop_px=64, val_crop_px=64, val_max_windows=2, val_list=None,
+        val_fraction=0.5, device="cpu", threads=1, seed=3, warmup_steps=1, lr=1e-3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path)
+
+
+def test_two_step_cpu_run_writes_a_loadable_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
+    events: list[TrainEvent] = []
+    result = fit(_config(tiny_dataset, tmp_path / "run"), on_event=events.append)
+    assert [e.step for e in events if e.kind == "step"] == [1, 2]
+    assert result.epochs_done == 1 and result.train_tiles == 2 and result.val_tiles == 1  # crops of 1 tile
+    model, card = load_checkpoint(result.best_path)
+    assert card.name == "d3fnet34" and card.gsd_m == 1.0 and card.bands == ("B", "G", "R")
+    assert card.training["epochs"] == 1 and len(card.training["val_tiles"]) == 1
+    assert card.training["val_tiles"][0] in {"10078675_15", "10228675_15"}
+    assert {"val_iou", "val_f1", "val_precision", "val_recall"} <= set(card.training["val_metrics"])
+    assert card.training["sources"][0]["train_tiles"] + card.training["sources"][0]["val_tiles"] == 2
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, 1, 64, 64) and torch.isfinite(out).all()
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["val_iou"]) <= 1.0
+    assert (tmp_path / "run" / "config.json").is_file()
+    with pytest.raises(OutputExistsError, match="--resume"):
+        fit(_config(tiny_dataset, tmp_path / "run"))
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    settings = dict(epochs=2, val_fraction=0.0)
+    full = fit(_config(tiny_dataset, tmp_path / "full", **settings))
+
+    def stop_after_first_step(event: TrainEvent) -> None:
+        if event.kind == "step" and event.epoch == 2 and event.step == 1:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of epoch 2
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(tiny_dataset, tmp_path / "cut", **settings), on_event=stop_after_first_step)
+    state = torch.load(tmp_path / "cut" / "state.pt", weights_only=False)
+    assert (state["run"]["epoch"], state["run"]["batch"], state["run"]["step"]) == (1, 1, 3)
+
+    events: list[TrainEvent] = []
+    resumed = fit(_config(tiny_dataset, tmp_path / "other", resume=tmp_path / "cut", **settings), on_event=events.append)
+    assert [(e.epoch, e.step) for e in events if e.kind == "step"] == [(2, 2)]  # continues mid-epoch
+    assert resumed.epochs_done == 2
+    rows = list(csv.DictReader((tmp_path / "cut" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    a, b = _tensors(full.last_path), _tensors(resumed.last_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_init_fine_tunes_from_weights_of_the_same_architecture(tiny_dataset: Path, tmp_path: Path) -> None:
+    first = fit(_config(tiny_dataset, tmp_path / "a", val_fraction=0.0, lr=1e-9, warmup_steps=1))
+    tuned = fit(_config(tiny_dataset, tmp_path / "b", val_fraction=0.0, init=first.best_path, lr=1e-9))
+    _, card = load_checkpoint(tuned.best_path)
+    assert card.training["init"] == str(first.best_path)
+    a, b = _tensors(first.best_path), _tensors(tuned.best_path)
+    # with a vanishing learning rate the fine-tuned conv weights stay those of --init
+    conv = next(k for k in a if k.endswith("weight") and a[k].ndim == 4)
+    torch.testing.assert_close(a[conv], b[conv], rtol=1e-4, atol=1e-6)
+    with pytest.raises(CheckpointError, match="d3fnet34"):
+        fit(_config(tiny_dataset, tmp_path / "c", model="dlinknet34", init=first.best_path))
+
+
+def test_cli_reports_a_dataset_without_usable_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for sub in ("images", "masks"):
+        (tmp_path / "ds" / sub).mkdir(parents=True)
+    (tmp_path / "ds" / "images" / "a.png").write_bytes(b"garbage")
+    (tmp_path / "ds" / "masks" / "a.png").write_bytes(b"garbage")
+    argv = ["roadx", "train", "--data", str(tmp_path / "ds"), "-o", str(tmp_path / "run"),
+            "--val-fraction", "0", "--device", "cpu"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        roadx.cli.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "no usable training sample" in err and "1 skipped" in err
+    assert "a.png" in err  # the bad sample is named
+
+
+def test_config_rejects_bad_values_and_reads_toml(tmp_path: Path) -> None:
+    from roadx.errors import InputError
+    from roadx.train.config import load_config
+
+    with pytest.raises(InputError, match="multiple of 32"):
+        TrainConfig(crop_px=100)
+    toml = tmp_path / "run.toml"
+    toml.write_text('data = ["a", "b"]\ncrop_px = 256\nlr = 0.001\n')
+    cfg = load_config(toml, lr=0.01, epochs=None)
+    assert cfg.data == (Path("a"), Path("b")) and cfg.crop_px == 256 and cfg.lr == 0.01
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(InputError, match="unknown training setting"):
+        load_config(None, crop=3)
