@@ -30,10 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from roadx.errors import CheckpointError, InputError, OutputError
 from roadx.predict import PredictOptions
-from roadx.vectorize import VectorizeParams
+from roadx.vectorize import RoadNetwork, VectorizeParams
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def extract(
         overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
         grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
         total = len(grid)
-        area_km2 = scene.width * scene.height * scene.pixel_size_m[0] * scene.pixel_size_m[1] / 1e6
+        area_km2 = _area_km2(scene)
         done = 0
 
         def advance(n: int) -> None:
@@ -261,17 +262,23 @@ def extract(
             weights=str(weights),
             tta=options.predict.tta,
             device=str(device),
-            roads=len(network.edges),
-            junctions=int((network.nodes["kind"] == "junction").sum()) if len(network.nodes) else 0,
-            total_km=round(float(network.edges["length_m"].sum()) / 1000, 3)
-            if len(network.edges)
-            else 0.0,
+            **_network_summary(network),
             seconds=round(seconds, 2),
             windows_per_s=round(total / seconds, 3) if seconds > 0 else math.inf,
             km2_per_h=round(area_km2 / (seconds / 3600), 2) if seconds > 0 else math.inf,
         )
     log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
     return result
+
+
+def _network_summary(network: "RoadNetwork") -> dict[str, Any]:
+    """``roads`` (edge count), ``junctions`` (degree ≥ 3 nodes) and ``total_km`` of a network."""
+    nodes, edges = network.nodes, network.edges
+    return {
+        "roads": len(edges),
+        "junctions": int((nodes["kind"] == "junction").sum()) if len(nodes) else 0,
+        "total_km": round(float(edges["length_m"].sum()) / 1000, 3) if len(edges) else 0.0,
+    }
 
 
 def _area_km2(raster: "object") -> float:
@@ -363,10 +370,6 @@ def vectorize_raster(
         crs=raster.crs.to_string() if raster.crs is not None else None,
         width_px=raster.width,
         height_px=raster.height,
-        roads=len(network.edges),
-        junctions=int((network.nodes["kind"] == "junction").sum()) if len(network.nodes) else 0,
-        total_km=round(float(network.edges["length_m"].sum()) / 1000, 3)
-        if len(network.edges)
-        else 0.0,
+        **_network_summary(network),
         seconds=round(time.perf_counter() - start, 2),
     )

@@ -200,7 +200,9 @@ def test_cuda_oom_halves_the_batch_and_retries_the_same_windows() -> None:
     image, valid = random_scene(300, 400, seed=2)
     grid = TileGrid(300, 400, tile_px=128, overlap_px=32)
     model = PixelModel(oom_above=2)
-    options = PredictOptions(tta="flip", blend="crop", batch_size=4, device="cpu")
+    options = PredictOptions(
+        tta="flip", blend="crop", batch_size=4, device="cpu", max_images_per_forward=16
+    )
     out = run(SceneReader(image, valid), grid, model, options)
     expected = expected_prob(image, valid, CARD)
     assert np.array_equal(out[valid], expected[valid])
@@ -302,3 +304,13 @@ def test_real_d3fnet_smoke() -> None:
     assert np.all((out[valid] >= 0) & (out[valid] <= 1))
     assert np.ptp(out[valid]) > 0  # a real, input-dependent map
     assert not model.training  # put in eval mode
+
+
+def test_cpu_forward_passes_are_capped_to_bound_memory() -> None:
+    image, valid = random_scene(300, 400, seed=3)
+    grid = TileGrid(300, 400, tile_px=128, overlap_px=32)
+    model = PixelModel()
+    options = PredictOptions(tta="d4", blend="cosine", batch_size=4, device="cpu")
+    out = run(SceneReader(image, valid), grid, model, options)
+    assert max(model.batches) == 2  # 4 windows x 8 views, 2 images per forward on CPU
+    assert np.allclose(out[valid], expected_prob(image, valid, CARD)[valid], atol=1e-5)

@@ -47,7 +47,8 @@ def test_two_step_cpu_run_writes_a_loadable_checkpoint(tiny_dataset: Path, tmp_p
     events: list[TrainEvent] = []
     result = fit(_config(tiny_dataset, tmp_path / "run"), on_event=events.append)
     assert [e.step for e in events if e.kind == "step"] == [1, 2]
-    assert result.epochs_done == 1 and result.train_tiles == 2 and result.val_tiles == 1  # crops of 1 tile
+    # 3 crops of 2 tiles: one whole tile (with all its crops) is held out
+    assert result.epochs_done == 1 and result.train_tiles + result.val_tiles == 3
     model, card = load_checkpoint(result.best_path)
     assert card.name == "d3fnet34" and card.gsd_m == 1.0 and card.bands == ("B", "G", "R")
     assert card.training["epochs"] == 1 and len(card.training["val_tiles"]) == 1

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+CPU_IMAGES_PER_FORWARD = 2
+"""Default cap on images per forward pass on CPU (bounds peak memory; CPU throughput does
+not grow with the batch, and one 1024² window needs a few hundred MB of activations)."""
+
 ReadFn = Callable[[Window], tuple[np.ndarray, np.ndarray]]
 """``read(window) -> (image (C, h, w) uint8, valid (h, w) bool)``, boundless (see roadx.io)."""
 
@@ -51,6 +55,9 @@ class PredictOptions:
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
         amp: autocast the forward pass (bf16 on CPU; bf16, or fp16 where bf16 is not
             supported, on CUDA); probabilities are always float32.
+        max_images_per_forward: cap on images (windows × TTA views) per forward pass;
+            None: no cap on CUDA (out-of-memory back-off instead), ``CPU_IMAGES_PER_FORWARD``
+            on CPU.
 
     Raises:
         roadx.errors.InputError: for an unknown ``tta``/``blend`` or ``batch_size < 1``.
@@ -61,6 +68,7 @@ class PredictOptions:
     batch_size: int = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    max_images_per_forward: int | None = None
 
     def __post_init__(self) -> None:
         tta_views(self.tta)  # raises InputError for an unknown mode
@@ -194,11 +202,12 @@ def predict_scene(
     n_views = len(tta_views(options.tta))
     model = model.to(device).eval()
     stitcher = Stitcher(grid, blend=options.blend)
-    forward = BackoffForward(
-        _probabilities(model, card, device, options.amp),
-        device,
-        chunk=options.batch_size * n_views,
-    )
+    chunk = options.batch_size * n_views
+    if options.max_images_per_forward is not None:
+        chunk = min(chunk, options.max_images_per_forward)
+    elif device.type == "cpu":
+        chunk = min(chunk, CPU_IMAGES_PER_FORWARD)
+    forward = BackoffForward(_probabilities(model, card, device, options.amp), device, chunk=chunk)
     reader = _BatchReader(
         read, grid, card, batch_size=options.batch_size, pin=device.type == "cuda"
     )

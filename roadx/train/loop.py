@@ -78,8 +78,8 @@ class TrainResult:
         epochs_done: finished epochs.
         history: metric rows, one per epoch.
         skipped: (path, reason) of samples that could not be used.
-        train_tiles: tiles trained on.
-        val_tiles: tiles validated on.
+        train_tiles: images trained on (each crop of a tile counts).
+        val_tiles: images validated on.
     """
 
     run_dir: Path
@@ -289,7 +289,7 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
                     optimizer.step()
                 state.step += 1
                 state.batch += 1
-                state.loss_sum += float(loss) * len(x)
+                state.loss_sum += float(loss.detach()) * len(x)
                 state.seen += len(x)
                 seen_now += len(x)
                 rate = seen_now / max(time.perf_counter() - started, 1e-9)
