@@ -247,6 +247,10 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
         if scaler is not None and saved["scaler"] is not None:
             scaler.load_state_dict(saved["scaler"])
         state = saved["run"]
+        if saved.get("torch_rng") is not None:
+            torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         logger.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch + 1, state.batch)
     (run_dir / "config.json").write_text(config.to_json(), encoding="utf-8")
     total_steps = config.epochs * config.steps_per_epoch
@@ -264,6 +268,7 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
             num_workers=config.workers, shuffle=False,
+            generator=torch.Generator().manual_seed(config.seed + state.epoch),  # keeps the global RNG (dropout) untouched
         )
         steps = config.steps_per_epoch
         emit(TrainEvent("epoch_start", state.epoch + 1, config.epochs, state.batch, steps))

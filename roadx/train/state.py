@@ -7,7 +7,8 @@ A run folder holds::
     last.safetensors     weights + card after the latest epoch (roadx.models checkpoint)
     best.safetensors     weights + card of the epoch with the best validation IoU
     state.pt             everything needed to continue exactly: model, optimizer, AMP scaler,
-                         the next (epoch, batch), global step, best IoU, running epoch sums
+                         torch RNG states, the next (epoch, batch), global step, best IoU,
+                         running epoch sums
 
 ``state.pt`` is written atomically (temporary file + ``os.replace``) after every epoch and when
 the run is interrupted (Ctrl-C), so ``--resume`` always finds a consistent state.
@@ -99,6 +100,8 @@ def save_state(
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "config": config,
+            "torch_rng": torch.get_rng_state(),  # dropout draws continue exactly on resume
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         },
         tmp,
     )
