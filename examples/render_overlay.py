@@ -60,7 +60,8 @@ def read_decimated(path: Path, max_px: int) -> tuple[np.ndarray, tuple[float, fl
 
 def draw_lines(ax: plt.Axes, path: Path, crs: object, colour: str, label: str) -> int:
     """Draw the lines of a vector file (reprojected to ``crs`` when both have one)."""
-    frame = gpd.read_file(path)
+    layers = gpd.list_layers(path)["name"].tolist() if path.suffix.lower() == ".gpkg" else []
+    frame = gpd.read_file(path, layer="roads" if "roads" in layers else None)
     if crs is not None and frame.crs is not None:
         frame = frame.to_crs(crs)
     if crs is None and len(frame) and frame.total_bounds[3] <= 0:
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     n_roads = draw_lines(ax, args.roads, crs, "red", "predicted")
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
+    if crs is not None and crs.is_geographic:  # degrees: equal metres on both axes
+        ax.set_aspect(1.0 / np.cos(np.deg2rad((extent[2] + extent[3]) / 2)))
     ax.set_title(args.title or f"{args.image.name}: {n_roads} predicted lines"
                  + (f", {n_truth} ground-truth lines" if args.truth else ""))
     ax.legend(loc="upper right", fontsize=8)

@@ -140,3 +140,21 @@ def test_cli_import_does_not_load_torch() -> None:
     code = "import roadx.cli, sys; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_models_json_reports_the_shipped_default_weights(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from roadx.models import create_model, get_card, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "dlinknet34.safetensors", create_model("dlinknet34"),
+                    card=get_card("dlinknet34"), model_kwargs={})
+    monkeypatch.setenv("ROADX_WEIGHTS_DIR", str(tmp_path))
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["d3fnet34"]["default_weights"] is None
+    shipped = rows["dlinknet34"]["default_weights"]
+    assert shipped["path"] == str(tmp_path / "dlinknet34.safetensors")
+    assert shipped["card"]["name"] == "dlinknet34" and shipped["card"]["gsd_m"] == 0.5

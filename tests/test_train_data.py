@@ -209,3 +209,23 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[100] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
+
+
+def test_small_sources_are_lifted_to_their_minimum_share(shared_data: Path, tmp_path: Path) -> None:
+    from roadx.train.data import sampling_weights
+
+    _link(shared_data / "spacenet_solaris" / "road_mask_input.tif", tmp_path / "sn" / "vegas.tif")
+    _link(shared_data / "spacenet_solaris" / "sample_roads_for_masking.geojson", tmp_path / "sn" / "vegas.geojson")
+    mass = discover_samples([shared_data / "massachusetts_cskanani"])[:2]
+    tiles, _ = load_tiles([*mass, *discover_samples([tmp_path / "sn"])], gsd_m=1.0, road_width_m=4.0)
+    natural = sampling_weights(tiles)
+    assert natural[-1] == pytest.approx(tiles[-1].valid_px / sum(t.valid_px for t in tiles))
+    lifted = sampling_weights(tiles, min_source_share=0.2)
+    assert lifted[-1] == pytest.approx(0.2) and lifted.sum() == pytest.approx(1.0)
+    assert lifted[0] / lifted[1] == pytest.approx(natural[0] / natural[1])
+    # a scene smaller than the crop is still drawn (valid share is judged against the tile)
+    ds = PatchDataset(tiles[-1:], length=2, crop_px=512, channels=(2, 1, 0), scale=1.0, offset=0.0,
+                      augment_params=None)
+    _, road, valid = ds[0]
+    assert valid.sum() == pytest.approx(np.count_nonzero(tiles[-1].label & VALID_BIT), rel=0.01)
+    assert road.sum() > 0

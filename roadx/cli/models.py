@@ -13,11 +13,22 @@ def models(json_output: JsonOpt = False) -> None:
 
     Example: roadx models --json
     """
-    from roadx.models import count_parameters, get_card, list_models
+    import json
 
-    rows: list[dict[str, Any]] = [
-        {**get_card(name).to_dict(), "parameters": count_parameters(name)} for name in list_models()
-    ]
+    from roadx.models import count_parameters, get_card, list_models, read_checkpoint_metadata
+    from roadx.pipeline import default_weights_path
+
+    rows: list[dict[str, Any]] = []
+    for name in list_models():
+        weights = default_weights_path(name)
+        shipped = None
+        if weights.is_file():
+            card = json.loads(read_checkpoint_metadata(weights).get("roadx.card", "{}"))
+            shipped = {"path": str(weights), "card": card}
+        rows.append(
+            {**get_card(name).to_dict(), "parameters": count_parameters(name),
+             "default_weights": shipped}
+        )
     if json_output:
         print_json(rows)
         return
@@ -40,3 +51,16 @@ def models(json_output: JsonOpt = False) -> None:
     err_console.print(table)
     for row in rows:
         err_console.print(f"[bold]{row['name']}[/bold]: {row['paper']} Licence: {row['license']}.")
+        err_console.print(f"  default weights: {_describe_weights(row['default_weights'])}")
+
+
+def _describe_weights(shipped: dict[str, Any] | None) -> str:
+    """One cell: the shipped weights' file, GSD and validation IoU, or how to get weights."""
+    if shipped is None:
+        return "none (use --weights, or roadx train)"
+    card = shipped["card"]
+    text = f"{shipped['path']} ({card.get('gsd_m', '?')} m"
+    val = card.get("training", {}).get("val_metrics") or {}
+    if "iou" in val:
+        text += f", val IoU {val['iou']:.3f}"
+    return text + ")"

@@ -346,14 +346,18 @@ def read_labelled_scene(
             data, mask = vrt.read(), vrt.dataset_mask()
         image, valid = _rgb_and_valid(alpha + [True] * (data.shape[0] - len(alpha)), data, mask)
     lines = read_road_lines(label_paths, dst_crs)
-    bounds = box(transform.c, transform.f + transform.e * height, transform.c + transform.a * width, transform.f)
+    left, top = transform.c, transform.f
+    bounds = box(left, top + transform.e * height, left + transform.a * width, top)
     buffered = [g.buffer(road_width_m / 2, cap_style="flat") for g in lines if g.intersects(bounds)]
     if not buffered:
         raise DatasetError(
             f"{scene_path}: none of the road lines in {', '.join(str(p) for p in label_paths)} "
             "falls inside the scene; expected labels covering it. Check the CRS of the labels."
         )
-    road = rasterize(buffered, out_shape=(height, width), transform=transform, fill=0, default_value=1, dtype="uint8")
+    road = rasterize(
+        buffered, out_shape=(height, width), transform=transform, fill=0, default_value=1,
+        dtype="uint8",
+    )
     if not valid.any():
         raise DatasetError(f"{scene_path}: no valid pixel after warping; expected imagery.")
     logger.debug("%s: %d lines rasterized at %.2f m", scene_path, len(buffered), gsd_m)

@@ -6,8 +6,8 @@ The released ``data.py`` of D-LinkNet and D3FNet applies, in this order:
    uint8 wrap-around** (a quirk kept here), saturation += U(-5, 5) and value += U(-15, 15),
    saturating;
 2. a shift / scale / aspect warp without rotation (p = 0.5): scale 1 + U(-0.1, 0.1), aspect
-   1 + U(-0.1, 0.1) with sx = scale·√aspect, sy = scale/√aspect, shift round(U(-0.1, 0.1)·size)
-   in x and y; bilinear for image and mask, border 0;
+   1 + U(-0.1, 0.1) with sx = scale·√aspect, sy = scale/√aspect, shift
+   round(U(-0.1, 0.1)·size) in x and y; bilinear for image and mask, border 0;
 3. horizontal flip, 4. vertical flip, 5. rot90 counter-clockwise (each p = 0.5).
 
 The reference warps the corners with a perspective transform, which for these parameters is an
@@ -93,7 +93,9 @@ def hsv8_to_rgb(hsv: np.ndarray) -> np.ndarray:
     m = v - c
     sector = np.floor(h6).astype(np.int64) % 6
     zeros = np.zeros_like(c)
-    table = [(c, x, zeros), (x, c, zeros), (zeros, c, x), (zeros, x, c), (x, zeros, c), (c, zeros, x)]
+    table = [
+        (c, x, zeros), (x, c, zeros), (zeros, c, x), (zeros, x, c), (x, zeros, c), (c, zeros, x)
+    ]
     out = np.zeros(hsv.shape, np.float64)
     for k, (r, g, b) in enumerate(table):
         sel = sector == k

@@ -52,6 +52,8 @@ class TrainConfig:
         val_max_windows: at most this many validation windows per epoch (evenly spread).
         min_valid_fraction: a training crop needs at least this share of valid pixels.
         road_crop_ratio: share of training crops that must contain road pixels.
+        min_source_share: every dataset folder provides at least this share of the crops
+            (lifts small sources, e.g. a few SpaceNet scenes beside Massachusetts Roads).
         device: ``auto`` picks CUDA when available.
         amp: mixed precision (bf16 on CPU; bf16 or fp16 on CUDA).
         workers: DataLoader worker processes (0 = load in the main process).
@@ -85,6 +87,7 @@ class TrainConfig:
     val_max_windows: int = 64
     min_valid_fraction: float = 0.5
     road_crop_ratio: float = 0.8
+    min_source_share: float = 0.0
     device: Device = "auto"
     amp: bool = True
     workers: int = 0
@@ -176,7 +179,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
         try:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as err:
-            raise InputError(f"{path}: cannot read the training config ({err}); expected TOML.") from err
+            raise InputError(
+                f"{path}: cannot read the training config ({err}); expected TOML."
+            ) from err
         values = values.get("train", values)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     return TrainConfig.from_dict(values)

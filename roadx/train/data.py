@@ -126,7 +126,8 @@ def load_tiles(
     skipped: list[tuple[Path, str]] = []
     for sample in samples:
         try:
-            tiles.append(load_tile(sample, gsd_m=gsd_m, road_width_m=road_width_m, cache_dir=cache_dir))
+            tile = load_tile(sample, gsd_m=gsd_m, road_width_m=road_width_m, cache_dir=cache_dir)
+            tiles.append(tile)
         except (DatasetError, InputError) as err:
             logger.warning("skipped %s: %s", sample.image, err)
             skipped.append((sample.image, str(err)))
@@ -153,7 +154,13 @@ def crop(tile: Tile, row: int, col: int, size_px: int) -> tuple[np.ndarray, np.n
 
 
 def to_tensors(
-    image: np.ndarray, road: np.ndarray, valid: np.ndarray, *, channels: Sequence[int], scale: float, offset: float
+    image: np.ndarray,
+    road: np.ndarray,
+    valid: np.ndarray,
+    *,
+    channels: Sequence[int],
+    scale: float,
+    offset: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Convert one crop to network tensors.
 
@@ -175,12 +182,40 @@ def to_tensors(
     return x, y, v
 
 
+def sampling_weights(tiles: Sequence[Tile], *, min_source_share: float = 0.0) -> np.ndarray:
+    """Probability of drawing each tile: its share of valid pixels, with small sources lifted.
+
+    Every source folder whose valid pixels make up less than ``min_source_share`` of the total
+    is drawn with that share instead (the others shrink in proportion), so a few small scenes
+    of another sensor are seen regularly next to a large dataset.
+
+    Args:
+        tiles: the training tiles.
+        min_source_share: smallest share of crops per source folder, 0 <= s < 1 / n_sources.
+
+    Returns:
+        (len(tiles),) float64 probabilities summing to 1.
+    """
+    valid = np.array([max(t.valid_px, 1) for t in tiles], np.float64)
+    sources = [str(t.sample.source) for t in tiles]
+    totals = {s: valid[[k for k, x in enumerate(sources) if x == s]].sum() for s in set(sources)}
+    shares = {s: v / valid.sum() for s, v in totals.items()}
+    small = {s for s, share in shares.items() if share < min_source_share}
+    big_total = sum(shares[s] for s in shares if s not in small)
+    rest = 1.0 - min_source_share * len(small)
+    lifted = {s: min_source_share if s in small else shares[s] / big_total * rest for s in shares}
+    weights = np.array([valid[k] / totals[s] * lifted[s] for k, s in enumerate(sources)])
+    return weights / weights.sum()
+
+
 class PatchDataset(torch.utils.data.Dataset):
     """Random augmented training crops; item ``i`` of epoch ``e`` depends only on (seed, e, i).
 
-    A tile is picked with probability proportional to its valid pixels; a crop is redrawn (up
-    to 20 times) until at least ``min_valid_fraction`` of it is valid and, for a
-    ``road_crop_ratio`` share of items, it contains at least 0.1 % road pixels.
+    A tile is picked with probability proportional to its valid pixels (see
+    :func:`sampling_weights` for ``min_source_share``); a crop is redrawn (up to 20 times)
+    until at least ``min_valid_fraction`` of it (or of the tile, when the tile is smaller than
+    the crop) is valid and, for a ``road_crop_ratio`` share of items, it contains at least
+    0.1 % road pixels.
     """
 
     def __init__(
@@ -195,6 +230,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int = 0,
         min_valid_fraction: float = 0.5,
         road_crop_ratio: float = 0.8,
+        min_source_share: float = 0.0,
         augment_params: AugmentParams | None = AugmentParams(),
     ) -> None:
         """Set up sampling weights; ``length`` is the number of crops per epoch."""
@@ -205,8 +241,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.channels, self.scale, self.offset = tuple(channels), scale, offset
         self.min_valid_fraction, self.road_crop_ratio = min_valid_fraction, road_crop_ratio
         self.augment_params = augment_params
-        weights = np.array([max(t.valid_px, 1) for t in self.tiles], np.float64)
-        self.weights = weights / weights.sum()
+        self.weights = sampling_weights(self.tiles, min_source_share=min_source_share)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -224,7 +259,8 @@ class PatchDataset(torch.utils.data.Dataset):
             row = int(rng.integers(min(0, height - size), max(0, height - size) + 1))
             col = int(rng.integers(min(0, width - size), max(0, width - size) + 1))
             image, label = crop(tile, row, col, size)
-            valid_ok = np.count_nonzero(label & VALID_BIT) >= self.min_valid_fraction * size * size
+            need_px = self.min_valid_fraction * min(size * size, tile.valid_px)
+            valid_ok = np.count_nonzero(label & VALID_BIT) >= need_px
             road_ok = np.count_nonzero((label & (ROAD_BIT | VALID_BIT)) == 3) >= min_road
             if valid_ok and (road_ok or not need_road):
                 return image, label
@@ -240,7 +276,9 @@ class PatchDataset(torch.utils.data.Dataset):
         road, valid = (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0
         if self.augment_params is not None:
             image, road, valid = augment(image, road, valid, rng, self.augment_params)
-        return to_tensors(image, road, valid, channels=self.channels, scale=self.scale, offset=self.offset)
+        return to_tensors(
+            image, road, valid, channels=self.channels, scale=self.scale, offset=self.offset
+        )
 
 
 def validation_windows(

@@ -170,7 +170,9 @@ def discover_samples(
         elif kind == "gis":
             found = _gis_samples(root, label_paths)
         else:
-            raise DatasetError(f"unknown dataset format {kind!r}; expected auto, deepglobe, folders or gis.")
+            raise DatasetError(
+                f"unknown dataset format {kind!r}; expected auto, deepglobe, folders or gis."
+            )
         logger.info("%s: %d samples (%s layout)", root, len(found), kind)
         samples.extend(found)
     if not samples:

@@ -22,12 +22,26 @@ import torch
 
 from roadx.errors import CheckpointError, DatasetError, DeviceError, InputError, OutputExistsError
 from roadx.metrics import Confusion, confusion
-from roadx.models import ModelCard, create_model, get_card, load_checkpoint, save_checkpoint
+from roadx.models import (
+    ModelCard,
+    create_model,
+    get_card,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
 from roadx.models.checkpoint import KEY_MODEL_KWARGS
-from roadx.models import read_checkpoint_metadata
 from roadx.train.config import TrainConfig
-from roadx.train.data import PatchDataset, Tile, crop, load_tiles, to_tensors, validation_windows
-from roadx.train.data import ROAD_BIT, VALID_BIT
+from roadx.train.data import (
+    ROAD_BIT,
+    VALID_BIT,
+    PatchDataset,
+    Tile,
+    crop,
+    load_tiles,
+    to_tensors,
+    validation_windows,
+)
 from roadx.train.datasets import discover_samples, read_val_list, split_samples
 from roadx.train.loss import dice_bce_loss
 from roadx.train.provenance import build_card
@@ -166,7 +180,7 @@ def evaluate_windows(
                     channels=channels, scale=card.input_scale, offset=card.input_offset,
                 )
                 xs.append(x), ys.append(y), vs.append(v)
-            x, y, v = torch.stack(xs).to(device), torch.stack(ys).to(device), torch.stack(vs).to(device)
+            x, y, v = (torch.stack(t).to(device) for t in (xs, ys, vs))
             with autocast():
                 logits = model(x)
             losses.append(float(dice_bce_loss(logits, y, v)))
@@ -177,7 +191,46 @@ def evaluate_windows(
     return total, float(np.mean(losses)) if losses else float("nan")
 
 
-def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+def _load_data(
+    config: TrainConfig, gsd_m: float, emit: Callable[[TrainEvent], None]
+) -> tuple[list[Tile], list[Tile], list[tuple[Path, str]]]:
+    """Discover, split and decode the samples: (train tiles, val tiles, skipped)."""
+    samples = discover_samples(
+        config.data, fmt=config.format, labels=config.labels, source_gsd_m=config.source_gsd_m
+    )
+    val_ids = read_val_list(config.val_list) if config.val_list else None
+    train_samples, val_samples = split_samples(
+        samples, val_fraction=config.val_fraction, val_ids=val_ids, seed=config.seed
+    )
+    emit(TrainEvent("load", steps=len(samples)))
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        emit(TrainEvent("load", step=done[0], steps=len(samples)))
+
+    width_m, cache = config.road_width_m, config.cache_dir
+    train_tiles, skipped = load_tiles(
+        train_samples, gsd_m=gsd_m, road_width_m=width_m, cache_dir=cache, on_tile=progress
+    )
+    val_tiles, skipped_val = load_tiles(
+        val_samples, gsd_m=gsd_m, road_width_m=width_m, cache_dir=cache, on_tile=progress
+    )
+    skipped += skipped_val
+    if not train_tiles:
+        named = "; ".join(f"{path}: {reason}" for path, reason in skipped[:5])
+        raise DatasetError(
+            f"no usable training sample in {', '.join(map(str, config.data))} ({len(skipped)} "
+            f"skipped: {named}); expected readable image/label pairs with valid pixels."
+        )
+    counts = {"train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "skipped": len(skipped)}
+    emit(TrainEvent("loaded", metrics=counts))
+    return train_tiles, val_tiles, skipped
+
+
+def fit(
+    config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = None
+) -> TrainResult:
     """Train (or fine-tune, or resume) a road model as ``config`` says.
 
     Args:
@@ -208,36 +261,27 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
     device = resolve_device(config.device)
     autocast, use_scaler = _autocast(device, config.amp)
 
+    # 1. data and model
     model, base_card, model_kwargs = _base_model(config)
-    gsd_m = config.gsd_m or base_card.gsd_m
-    samples = discover_samples(config.data, fmt=config.format, labels=config.labels, source_gsd_m=config.source_gsd_m)
-    val_ids = read_val_list(config.val_list) if config.val_list else None
-    train_samples, val_samples = split_samples(samples, val_fraction=config.val_fraction, val_ids=val_ids, seed=config.seed)
-    emit(TrainEvent("load", steps=len(samples)))
-    progress = lambda n: emit(TrainEvent("load", step=n, steps=len(samples)))  # noqa: E731
-    cache = config.cache_dir
-    train_tiles, skipped = load_tiles(train_samples, gsd_m=gsd_m, road_width_m=config.road_width_m, cache_dir=cache, on_tile=progress)
-    val_tiles, skipped_val = load_tiles(val_samples, gsd_m=gsd_m, road_width_m=config.road_width_m, cache_dir=cache, on_tile=progress)
-    skipped += skipped_val
-    if not train_tiles:
-        named = "; ".join(f"{path}: {reason}" for path, reason in skipped[:5])
-        raise DatasetError(
-            f"no usable training sample in {', '.join(map(str, config.data))} ({len(skipped)} "
-            f"skipped: {named}); expected readable image/label pairs with valid pixels."
-        )
-    emit(TrainEvent("loaded", metrics={"train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "skipped": len(skipped)}))
-
-    card = dataclasses.replace(base_card, gsd_m=float(gsd_m))
+    card = dataclasses.replace(base_card, gsd_m=float(config.gsd_m or base_card.gsd_m))
+    train_tiles, val_tiles, skipped = _load_data(config, card.gsd_m, emit)
     dataset = PatchDataset(
         train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
         channels=band_channels(card), scale=card.input_scale, offset=card.input_offset,
-        seed=config.seed, min_valid_fraction=config.min_valid_fraction, road_crop_ratio=config.road_crop_ratio,
+        seed=config.seed, min_valid_fraction=config.min_valid_fraction,
+        road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
     )
-    windows = validation_windows(val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows)
+    windows = validation_windows(
+        val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows
+    )
     model.to(device).train()
     if device.type == "cpu":  # oneDNN runs convolutions faster on NHWC tensors
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    # 2. optimiser, and the saved state when resuming
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
     state = RunState()
     if config.resume is not None:
@@ -256,26 +300,35 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
     total_steps = config.epochs * config.steps_per_epoch
     best_path, last_path = run_dir / "best.safetensors", run_dir / "last.safetensors"
 
-    def checkpoint_card(epochs_done: int, row: dict[str, float] | None) -> ModelCard:
-        return build_card(card, config=config, train_tiles=train_tiles, val_tiles=val_tiles, epochs_done=epochs_done, metrics=row)
+    def lr_for(step: int) -> float:
+        return lr_at(
+            step, total_steps=total_steps, peak_lr=config.lr,
+            warmup_steps=config.warmup_steps, min_ratio=config.min_lr_ratio,
+        )
 
-    def save_run_state() -> None:
-        save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler, config=config.to_dict())
+    def save_weights(path: Path, row: dict[str, float]) -> None:
+        epoch_card = build_card(
+            card, config=config, train_tiles=train_tiles, val_tiles=val_tiles,
+            epochs_done=state.epoch + 1, metrics=row,
+        )
+        save_checkpoint(path, model, card=epoch_card, model_kwargs=model_kwargs)
 
+    # 3. epochs: steps, then validation and checkpoints
     while state.epoch < config.epochs:
         dataset.epoch = state.epoch
         indices = list(range(state.batch * config.batch_size, config.samples_per_epoch))
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
             num_workers=config.workers, shuffle=False,
-            generator=torch.Generator().manual_seed(config.seed + state.epoch),  # keeps the global RNG (dropout) untouched
+            # an own generator keeps the global RNG (dropout) independent of loader restarts
+            generator=torch.Generator().manual_seed(config.seed + state.epoch),
         )
-        steps = config.steps_per_epoch
-        emit(TrainEvent("epoch_start", state.epoch + 1, config.epochs, state.batch, steps))
+        steps, epoch = config.steps_per_epoch, state.epoch + 1
+        emit(TrainEvent("epoch_start", epoch, config.epochs, state.batch, steps))
         started, seen_now = time.perf_counter(), 0
         try:
             for x, y, v in loader:
-                lr = lr_at(state.step, total_steps=total_steps, peak_lr=config.lr, warmup_steps=config.warmup_steps, min_ratio=config.min_lr_ratio)
+                lr = lr_for(state.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y, v = x.to(device), y.to(device), v.to(device)
@@ -292,36 +345,45 @@ def fit(config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = 
                 else:
                     loss.backward()
                     optimizer.step()
-                state.step += 1
-                state.batch += 1
+                state.step, state.batch = state.step + 1, state.batch + 1
                 state.loss_sum += float(loss.detach()) * len(x)
                 state.seen += len(x)
                 seen_now += len(x)
                 rate = seen_now / max(time.perf_counter() - started, 1e-9)
-                emit(TrainEvent("step", state.epoch + 1, config.epochs, state.batch, steps, state.loss_sum / state.seen, rate, lr))
+                mean_loss = state.loss_sum / state.seen
+                emit(TrainEvent(
+                    "step", epoch, config.epochs, state.batch, steps, mean_loss, rate, lr
+                ))
         except KeyboardInterrupt:
-            save_run_state()
-            emit(TrainEvent("interrupted", state.epoch + 1, config.epochs, state.batch, steps))
+            save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
+                       config=config.to_dict())
+            emit(TrainEvent("interrupted", epoch, config.epochs, state.batch, steps))
             raise
         seconds = time.perf_counter() - started
-        conf, val_loss = evaluate_windows(model, val_tiles, windows, size_px=config.val_crop_px, card=card, device=device, autocast=autocast)
+        conf, val_loss = evaluate_windows(
+            model, val_tiles, windows, size_px=config.val_crop_px, card=card, device=device,
+            autocast=autocast,
+        )
+        nan = float("nan")
         row = {
-            "epoch": state.epoch + 1, "train_loss": state.loss_sum / max(state.seen, 1),
-            "val_loss": val_loss, "val_iou": conf.iou if windows else float("nan"),
-            "val_f1": conf.f1 if windows else float("nan"), "val_precision": conf.precision if windows else float("nan"),
-            "val_recall": conf.recall if windows else float("nan"), "lr": lr_at(max(state.step - 1, 0), total_steps=total_steps, peak_lr=config.lr, warmup_steps=config.warmup_steps, min_ratio=config.min_lr_ratio),
+            "epoch": epoch, "train_loss": state.loss_sum / max(state.seen, 1), "val_loss": val_loss,
+            "val_iou": conf.iou if windows else nan, "val_f1": conf.f1 if windows else nan,
+            "val_precision": conf.precision if windows else nan,
+            "val_recall": conf.recall if windows else nan, "lr": lr_for(max(state.step - 1, 0)),
             "seconds": seconds, "samples_per_s": seen_now / max(seconds, 1e-9),
         }
         state.history.append(row)
         append_metrics(run_dir, row)
-        save_checkpoint(last_path, model, card=checkpoint_card(state.epoch + 1, row), model_kwargs=model_kwargs)
+        save_weights(last_path, row)
         score = row["val_iou"] if windows else -row["train_loss"]
         if score > state.best_iou or state.best_epoch == 0:
-            state.best_iou, state.best_epoch = score, state.epoch + 1
-            save_checkpoint(best_path, model, card=checkpoint_card(state.epoch + 1, row), model_kwargs=model_kwargs)
-        state.epoch, state.batch, state.loss_sum, state.seen = state.epoch + 1, 0, 0.0, 0
-        save_run_state()
-        emit(TrainEvent("epoch_end", row["epoch"], config.epochs, steps, steps, row["train_loss"], row["samples_per_s"], row["lr"], row))
+            state.best_iou, state.best_epoch = score, epoch
+            save_weights(best_path, row)
+        state.epoch, state.batch, state.loss_sum, state.seen = epoch, 0, 0.0, 0
+        save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
+                   config=config.to_dict())
+        emit(TrainEvent("epoch_end", epoch, config.epochs, steps, steps, row["train_loss"],
+                        row["samples_per_s"], row["lr"], row))
     return TrainResult(
         run_dir, best_path, last_path, state.best_iou if windows else -1.0, state.best_epoch,
         state.epoch, state.history, skipped, len(train_tiles), len(val_tiles),

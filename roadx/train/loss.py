@@ -14,7 +14,11 @@ import torch.nn.functional as F
 
 
 def dice_bce_loss(
-    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, *, eps: float = 1e-6
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    eps: float = 1e-6,
 ) -> torch.Tensor:
     """BCE-with-logits (mean over valid pixels) + 1 − batch soft Dice over valid pixels.
 
@@ -34,7 +38,8 @@ def dice_bce_loss(
     n_valid = weight.sum()
     if n_valid.item() == 0:
         return logits.sum() * 0.0
-    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum") / n_valid
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    bce = bce / n_valid
     prob = torch.sigmoid(logits) * weight
     inter = (prob * target).sum()
     dice = 2.0 * inter / ((target * weight).sum() + prob.sum() + eps)

@@ -16,7 +16,9 @@ from roadx.train.config import TrainConfig
 from roadx.train.data import Tile
 
 
-def describe_sources(train_tiles: Sequence[Tile], val_tiles: Sequence[Tile]) -> list[dict[str, Any]]:
+def describe_sources(
+    train_tiles: Sequence[Tile], val_tiles: Sequence[Tile]
+) -> list[dict[str, Any]]:
     """Per source folder: layout, training / validation tile and sample counts.
 
     Returns:

@@ -33,7 +33,9 @@ METRIC_COLUMNS = (
 )
 
 
-def lr_at(step: int, *, total_steps: int, peak_lr: float, warmup_steps: int, min_ratio: float) -> float:
+def lr_at(
+    step: int, *, total_steps: int, peak_lr: float, warmup_steps: int, min_ratio: float
+) -> float:
     """Learning rate at optimiser step ``step`` (0-based): linear warm-up, then cosine decay.
 
     1. ``step < warmup_steps``: rises linearly from ``peak_lr / warmup_steps`` to ``peak_lr``;
