@@ -175,7 +175,7 @@ def test_identity_model_big_scene_skips_empty_windows(
     assert 0 < n_data < n_windows  # the missing right quarter holds whole windows
 
 
-def test_inputs_are_scaled_and_nodata_set_to_zero_probabilities_card() -> None:
+def test_inputs_are_scaled_and_nodata_set_to_black_probabilities_card() -> None:
     card = ModelCard(name="d3fnet34", input_scale=0.5, input_offset=-3.0, output="probabilities")
     image = np.full((3, 64, 64), 10, np.uint8)
     valid = np.ones((64, 64), bool)
@@ -192,7 +192,7 @@ def test_inputs_are_scaled_and_nodata_set_to_zero_probabilities_card() -> None:
     out = run(SceneReader(image, valid), grid, model, options, card)
     x = model.inputs[0][0]  # (3, 64, 64)
     assert x.dtype == torch.float32
-    assert torch.all(x[:, 8:] == 10 * 0.5 - 3.0) and torch.all(x[:, :8] == 0.0)
+    assert torch.all(x[:, 8:] == 10 * 0.5 - 3.0) and torch.all(x[:, :8] == -3.0)
     assert np.all(out[8:] == 0.25) and np.isnan(out[:8]).all()
 
 

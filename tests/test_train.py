@@ -134,3 +134,29 @@ def test_config_rejects_bad_values_and_reads_toml(tmp_path: Path) -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(InputError, match="unknown training setting"):
         load_config(None, crop=3)
+
+
+def test_cli_mixes_layouts_and_reports_skipped_samples(
+    tiny_dataset: Path, shared_data: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    dg = tmp_path / "dg"
+    dg.mkdir()
+    (dg / "7_sat.jpg").symlink_to(shared_data / "massachusetts_lorudarku" / "images" / f"{CROPS[0]}.jpg")
+    (dg / "7_mask.png").symlink_to(shared_data / "massachusetts_lorudarku" / "masks" / f"{CROPS[0]}.png")
+    (dg / "8_sat.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (dg / "8_mask.png").symlink_to(shared_data / "massachusetts_lorudarku" / "masks" / f"{CROPS[1]}.png")
+    argv = ["roadx", "train", "--data", str(tiny_dataset), "--data", str(dg), "-o", str(tmp_path / "run"),
+            "--epochs", "1", "--samples-per-epoch", "1", "--batch-size", "1", "--crop", "64",
+            "--val-fraction", "0", "--device", "cpu", "--threads", "1", "--gsd", "1", "--json"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        roadx.cli.main()
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # --json: stdout holds the JSON only
+    assert result["epochs_done"] == 1 and Path(result["best"]).is_file()
+    assert [Path(p).name for p, _ in result["skipped"]] == ["8_sat.jpg"]
+    assert "8_sat.jpg" in captured.err  # logged with its path

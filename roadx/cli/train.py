@@ -250,7 +250,8 @@ def train(
     if result.skipped:
         err_console.print(f"{len(result.skipped)} sample(s) skipped:", style="yellow")
         for path, reason in result.skipped:
-            err_console.print(f"  {path}: {reason}", highlight=False, markup=False)
+            line = reason if str(path) in reason else f"{path}: {reason}"
+            err_console.print(f"  {line}", highlight=False, markup=False)
     if json_output:
         print_json({
             "run_dir": str(result.run_dir), "best": str(result.best_path),

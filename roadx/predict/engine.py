@@ -128,7 +128,8 @@ class _BatchReader:
                 x = buf[len(valids)]  # (C, t, t) view
                 np.multiply(image, self._scale, out=x, dtype=np.float32)
                 x += self._offset
-                np.copyto(x, np.float32(0.0), where=~valid)  # nodata -> mean of scaled range
+                # nodata -> the scaled value of 0 (black): training pads crops with black
+                np.copyto(x, np.float32(self._offset), where=~valid)
                 valids.append(valid)
             if len(valids) == self._batch_size or len(tiles) >= 16 * self._batch_size:
                 break
@@ -173,7 +174,8 @@ def predict_scene(
     Windows are read through ``read(tile.read)``; a window without any valid pixel is not
     run (it counts as done for progress and its pixels come out NaN). Inputs are scaled as
     ``x = image * card.input_scale + card.input_offset`` (float32) and invalid input pixels
-    are set to 0.0, the middle of the scaled range. The model runs under
+    are set to the scaled value of 0 (black, ``card.input_offset``), as crops are padded in
+    training (d3fnet.md §5.2: constant border 0). The model runs under
     ``torch.inference_mode`` and, with ``options.amp``, autocast; the sigmoid of its
     float32 logits (skipped if ``card.output == "probabilities"``) is averaged over the TTA
     views and stitched. The model is moved to the device and put in eval mode.

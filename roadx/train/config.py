@@ -61,6 +61,7 @@ class TrainConfig:
         seed: seed of model init, split and crop sampling.
         cache_dir: folder for decoded tiles at the training GSD (.npy); None = no disk cache.
         data_license: licence note of the training data, written into the card.
+        extra: more provenance (string keys and values) copied into the card's ``training``.
     """
 
     data: tuple[Path, ...] = ()

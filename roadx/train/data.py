@@ -129,7 +129,7 @@ def load_tiles(
             tile = load_tile(sample, gsd_m=gsd_m, road_width_m=road_width_m, cache_dir=cache_dir)
             tiles.append(tile)
         except (DatasetError, InputError) as err:
-            logger.warning("skipped %s: %s", sample.image, err)
+            logger.warning("skipped: %s", err)  # the message names the file
             skipped.append((sample.image, str(err)))
         if on_tile is not None:
             on_tile(1)

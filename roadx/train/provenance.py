@@ -30,8 +30,9 @@ def describe_sources(
         tile_ids: dict[str, set[str]] = {}
         for t in tiles:
             tile_ids.setdefault(str(t.sample.source), set()).add(t.sample.tile_id)
+        kinds = {str(t.sample.source): t.sample.kind for t in tiles}
         for source, n in per_source.items():
-            row = rows.setdefault(source, {"folder": source, "kind": tiles[0].sample.kind})
+            row = rows.setdefault(source, {"folder": source, "kind": kinds[source]})
             row[f"{split}_samples"] = n
             row[f"{split}_tiles"] = len(tile_ids[source])
     return [rows[k] for k in sorted(rows)]
