@@ -247,7 +247,7 @@ def evaluate(
     gt_all = _clip(_lines_utm(g_side, utm, _GT_THRESHOLD), None, None)
     if not gt_all:
         raise EvaluationError(f"{gt} holds no road; expected ground-truth road lines or pixels.")
-    _check_overlap(p_side, utm, gt_all, params)
+    _check_overlap(p_side, utm, gt_all, region, params)
     gt_lines = _clip(gt_all, region, ignored)
     if not gt_lines:
         raise EvaluationError(
@@ -295,8 +295,14 @@ def _to(geom: BaseGeometry, src: CRS, dst: CRS | None) -> BaseGeometry:
 
 
 def _check_overlap(p_side: _Side, utm: CRS, gt_lines: list[BaseGeometry],
-                   params: EvalParams) -> None:
-    """Raise EvaluationError when the prediction's extent misses the ground truth's."""
+                   region: BaseGeometry | None, params: EvalParams) -> None:
+    """Raise EvaluationError when the prediction cannot be of the same place as the GT.
+
+    With a compared area (``--aoi`` or the image footprint) the prediction must reach into
+    it; otherwise its extent must reach the ground truth's, widened by the buffer or 10 % of
+    the ground truth's diagonal, whichever is larger. A prediction that lies in the right
+    place but misses every road is legal and simply scores low.
+    """
     if p_side.raster is not None:
         extent = _to(p_side.raster.grid.footprint, p_side.raster.grid.crs, utm)
     else:
@@ -305,7 +311,12 @@ def _check_overlap(p_side: _Side, utm: CRS, gt_lines: list[BaseGeometry],
         if not pred:
             return  # an empty prediction is legal and scores 0
         extent = shapely.box(*shapely.total_bounds(pred))
-    gt_box = shapely.box(*shapely.total_bounds(gt_lines)).buffer(params.buffer_m)
+    if region is not None:
+        gt_box = region
+    else:
+        x0, y0, x1, y1 = shapely.total_bounds(gt_lines)
+        margin_m = max(params.buffer_m, 0.1 * float(np.hypot(x1 - x0, y1 - y0)))
+        gt_box = shapely.box(x0, y0, x1, y1).buffer(margin_m)
     if not extent.intersects(gt_box):
         raise EvaluationError(
             f"prediction {p_side.path} and the ground truth do not overlap (prediction extent "

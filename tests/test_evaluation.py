@@ -267,3 +267,25 @@ def test_vegas_ground_truth_against_itself_is_1(vegas: dict[str, Path]) -> None:
     assert net.apls.apls == pytest.approx(1.0)
     assert net.junctions.f1 == 1.0
     assert net.gt_summary == net.pred_summary
+
+
+def test_prediction_inside_the_image_but_off_every_road_scores_zero(
+    vegas: dict[str, Path], tmp_path: Path
+) -> None:
+    """A line in the image footprint, north of every GT road, is a (bad) prediction, not an
+    error: 'no overlap' is only for predictions of another place."""
+    gt = gpd.read_file(vegas["gt"])
+    x0, _, x1, y1 = gt.total_bounds
+    north = y1 + 0.00008  # about 9 m north of the northernmost GT road, still in the image
+    with rasterio.open(vegas["image"]) as src:
+        assert north < src.bounds.top
+    pred = tmp_path / "off_road.geojson"
+    gpd.GeoDataFrame(geometry=[LineString([(x0, north), (x1, north)])], crs=gt.crs).to_file(pred)
+    net = evaluate(pred, vegas["gt"], image=vegas["image"]).network
+    assert net is not None
+    assert net.ccq.correctness == 0.0 and net.ccq.completeness == 0.0 and net.apls.apls == 0.0
+    far = tmp_path / "far.geojson"
+    gpd.GeoDataFrame(geometry=[LineString([(x0 + 1, north), (x1 + 1, north)])],
+                     crs=gt.crs).to_file(far)
+    with pytest.raises(EvaluationError, match="do not overlap"):
+        evaluate(far, vegas["gt"], image=vegas["image"])
