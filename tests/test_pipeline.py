@@ -158,3 +158,31 @@ def test_cli_predict_json_with_a_real_d3fnet_checkpoint(shared_data: Path, tmp_p
     assert report["model"] == "d3fnet34" and report["windows"] >= 4
     assert report["crs"] == "EPSG:4326" and out.exists()
     gpd.read_file(out, layer="roads")  # readable, possibly empty for random weights
+
+
+def test_shipped_weights_find_the_roads_of_the_example_scene(tmp_path: Path) -> None:
+    """The quick start: default weights on the bundled synthetic scene recover its roads."""
+    import subprocess
+    import sys
+
+    from roadx.pipeline import default_weights_path
+
+    assert default_weights_path().is_file(), "weights/d3fnet34.safetensors is not shipped"
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, str(repo / "examples" / "make_example_scene.py"), str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    out = tmp_path / "roads.gpkg"
+    result = extract(
+        tmp_path / "synthetic_scene.tif", out,
+        options=ExtractOptions(predict=PredictOptions(tta="none", device="cpu")),
+    )
+    roads = gpd.read_file(out, layer="roads")
+    truth = gpd.read_file(tmp_path / "synthetic_centrelines.gpkg")
+    p = roads.geometry.union_all()
+    g = truth.geometry.union_all()
+    completeness = g.intersection(p.buffer(3.0)).length / g.length
+    correctness = p.intersection(g.buffer(3.0)).length / p.length
+    assert completeness >= 0.8 and correctness >= 0.8, (completeness, correctness)
+    assert result.junctions >= 4 and roads.crs.to_epsg() == 32619
