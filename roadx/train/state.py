@@ -119,7 +119,7 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     """
     path = Path(run_dir) / STATE_FILE
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except (OSError, RuntimeError, EOFError) as err:
         raise CheckpointError(
             f"{path}: cannot read the run state ({err}); expected the folder of a roadx train "
