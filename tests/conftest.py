@@ -6,6 +6,7 @@ Tests that need the real data in ``../shared/data`` (or ``$ROADX_DATA``) use the
 """
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,15 @@ def shared_data() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded in tests: the tensors here are small, and on a shared 2-core
+    machine intra-op thread wake-ups cost more than they save (seen 10x slower)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -24,14 +24,6 @@ from roadx.models import checkpoint as checkpoint_module
 from roadx.models.convert import from_reference_key, load_encoder_weights, to_reference_key
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine, 2 threads spin-wait and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def d3f() -> nn.Module:

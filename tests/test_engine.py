@@ -2,7 +2,6 @@
 stitcher, plus skipping, progress, read-ahead, OOM back-off, devices and a real D3FNet."""
 
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,15 +15,6 @@ from roadx.tiling import TileGrid, Window
 
 CARD = ModelCard(name="d3fnet34")
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded here: on a shared 2-core machine, intra-op thread wake-ups
-    cost more than the small tensors of these tests (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class SceneReader:

@@ -23,14 +23,6 @@ from roadx.models.d3fnet import DiffAttention, lambda_init_for
 EXPECTED_PARAMS = {"d3fnet34": 39_501_313, "dlinknet34": 31_096_129}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine, 2 threads spin-wait and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, torch.nn.Module]:
