@@ -58,6 +58,10 @@ VALID_MIN = 128  # mask values >= this are valid (GDAL masks are 0/255; alpha ma
 _COLOURS = ("R", "G", "B")
 
 
+GDAL_CACHE_MB = 128
+"""GDAL block cache (MB) while roadx reads and writes rasters; a few rows of 512 px blocks."""
+
+
 def gdal_env(path: str) -> rasterio.Env:
     """Return the GDAL configuration used around opens and reads of ``path``.
 
@@ -65,11 +69,15 @@ def gdal_env(path: str) -> rasterio.Env:
     sidecars such as ``.ovr``, ``.msk``, ``.aux.xml`` and world files are still found).
     Remote files (``/vsi*``, ``s3://``, ``https://``): ``EMPTY_DIR`` (no sidecar probes
     over the network), merged range requests and the VSI cache.
+    Both: ``GDAL_CACHEMAX`` of :data:`GDAL_CACHE_MB` — GDAL's default block cache is 5 % of
+    the machine's RAM, which a windowed pass over a large scene (reading it and writing the
+    probability raster) fills completely, so peak memory would grow with the scene.
     """
     if _is_remote(path):
         return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", VSI_CACHE="TRUE",
-                            GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES")
-    return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE")
+                            GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES",
+                            GDAL_CACHEMAX=GDAL_CACHE_MB)
+    return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE", GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def _is_remote(path: str) -> bool:
