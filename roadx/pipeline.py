@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from roadx.errors import CheckpointError, InputError, OutputError
 from roadx.predict import PredictOptions
-from roadx.vectorize import RoadNetwork, VectorizeParams
+from roadx.vectorize import BandVectorizer, RoadNetwork, VectorizeParams
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,18 @@ class ExtractResult:
     km2_per_h: float
 
 
+class _RasterGrid(Protocol):
+    """What the pipeline needs of a raster it vectorizes: :class:`roadx.io.Scene` and
+    :class:`roadx.io.ProbabilityRaster` both provide it (sizes in pixels, metres per pixel)."""
+
+    width: int
+    height: int
+    transform: Any
+    crs: Any
+    pixel_size_m: tuple[float, float]
+    georeferenced: bool
+
+
 Progress = Callable[[int, int, float], None]
 """``on_progress(done, total, km2_done)``: units done, total units, and scene area done (km²)."""
 
@@ -180,7 +192,6 @@ def extract(
     from roadx.models import load_checkpoint
     from roadx.predict import predict_scene, resolve_device
     from roadx.tiling import TileGrid
-    from roadx.vectorize import BandVectorizer
 
     options = options or ExtractOptions()
     scene_path, output = Path(scene_path), Path(output)
@@ -199,11 +210,7 @@ def extract(
         target_gsd_m=card.gsd_m if options.resample else None,
         gsd_m=options.gsd_m,
     ) as scene:
-        if output.suffix.lower() == ".geojson" and not scene.georeferenced:
-            raise OutputError(
-                f"{scene_path} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON "
-                "(lon/lat); write .gpkg or .shp instead"
-            )
+        _check_geojson_possible(scene_path, scene, output)
         tile_px = options.tile_px or card.tile_px
         overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
         grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
@@ -217,14 +224,7 @@ def extract(
             if on_progress is not None:
                 on_progress(done, total, area_km2 * done / total)
 
-        vectorizer = BandVectorizer(
-            width=scene.width,
-            height=scene.height,
-            transform=scene.transform,
-            crs=scene.crs,
-            pixel_size_m=scene.pixel_size_m,
-            params=options.vectorize,
-        )
+        vectorizer = _band_vectorizer(scene, options.vectorize)
         bands = predict_scene(
             scene.read_window, grid, model, card, options.predict, on_progress=advance
         )
@@ -271,7 +271,7 @@ def extract(
     return result
 
 
-def _network_summary(network: "RoadNetwork") -> dict[str, Any]:
+def _network_summary(network: RoadNetwork) -> dict[str, Any]:
     """``roads`` (edge count), ``junctions`` (degree ≥ 3 nodes) and ``total_km`` of a network."""
     nodes, edges = network.nodes, network.edges
     return {
@@ -281,10 +281,31 @@ def _network_summary(network: "RoadNetwork") -> dict[str, Any]:
     }
 
 
-def _area_km2(raster: "object") -> float:
-    """Ground area of a raster with ``width``, ``height`` and ``pixel_size_m`` in km²."""
-    row_m, col_m = raster.pixel_size_m  # type: ignore[attr-defined]
-    return float(raster.width * raster.height * row_m * col_m / 1e6)  # type: ignore[attr-defined]
+def _area_km2(grid: _RasterGrid) -> float:
+    """Ground area of a raster grid in km²."""
+    row_m, col_m = grid.pixel_size_m
+    return float(grid.width * grid.height * row_m * col_m / 1e6)
+
+
+def _check_geojson_possible(source: Path, grid: _RasterGrid, output: Path) -> None:
+    """Refuse GeoJSON output for a raster in pixel coordinates (RFC 7946 needs lon/lat)."""
+    if output.suffix.lower() == ".geojson" and not grid.georeferenced:
+        raise OutputError(
+            f"{source} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON "
+            "(lon/lat); write .gpkg or .shp instead"
+        )
+
+
+def _band_vectorizer(grid: _RasterGrid, params: VectorizeParams) -> BandVectorizer:
+    """The streaming vectorizer for the rows of ``grid``, in its CRS and pixel size."""
+    return BandVectorizer(
+        width=grid.width,
+        height=grid.height,
+        transform=grid.transform,
+        crs=grid.crs,
+        pixel_size_m=grid.pixel_size_m,
+        params=params,
+    )
 
 
 @dataclass
@@ -336,40 +357,31 @@ def vectorize_raster(
         roadx.errors.OutputError: unsupported extension, missing folder, or output exists.
     """
     from roadx.io import check_output_path, open_probability, write_roads
-    from roadx.vectorize import BandVectorizer
 
     probability_path, output = Path(probability_path), Path(output)
     if not probability_path.exists():
         raise InputError(f"probability raster {probability_path} not found")
     check_output_path(output, overwrite=overwrite, suffixes=VECTOR_SUFFIXES)
     start = time.perf_counter()
-    raster = open_probability(probability_path, gsd_m=gsd_m)
-    if output.suffix.lower() == ".geojson" and not raster.georeferenced:
-        raise OutputError(
-            f"{probability_path} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON; "
-            "write .gpkg or .shp instead"
-        )
-    vectorizer = BandVectorizer(
-        width=raster.width,
-        height=raster.height,
-        transform=raster.transform,
-        crs=raster.crs,
-        pixel_size_m=raster.pixel_size_m,
-        params=params or VectorizeParams(),
-    )
-    for row0 in range(0, raster.height, band_rows):
-        row1 = min(raster.height, row0 + band_rows)
-        vectorizer.add_rows(row0, raster.read_rows(row0, row1))
-        if on_progress is not None:
-            on_progress(row1, raster.height, _area_km2(raster) * row1 / raster.height)
+    with open_probability(probability_path, gsd_m=gsd_m) as raster:
+        _check_geojson_possible(probability_path, raster, output)
+        vectorizer = _band_vectorizer(raster, params or VectorizeParams())
+        area_km2 = _area_km2(raster)
+        for row0 in range(0, raster.height, band_rows):
+            row1 = min(raster.height, row0 + band_rows)
+            vectorizer.add_rows(row0, raster.read_rows(row0, row1))
+            if on_progress is not None:
+                on_progress(row1, raster.height, area_km2 * row1 / raster.height)
+        crs = raster.crs.to_string() if raster.crs is not None else None
+        width_px, height_px = raster.width, raster.height
     network = vectorizer.finish()
     written = write_roads(network, output, overwrite=overwrite)
     return VectorizeResult(
         probability=str(probability_path),
         outputs=[str(p) for p in written],
-        crs=raster.crs.to_string() if raster.crs is not None else None,
-        width_px=raster.width,
-        height_px=raster.height,
+        crs=crs,
+        width_px=width_px,
+        height_px=height_px,
         **_network_summary(network),
         seconds=round(time.perf_counter() - start, 2),
     )

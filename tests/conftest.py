@@ -41,3 +41,16 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def restore_roadx_logger() -> Iterator[None]:
+    """CLI runs configure the ``roadx`` logger (level, rich handler); undo that after each
+    test so that log assertions do not depend on test order."""
+    import logging
+
+    logger = logging.getLogger("roadx")
+    level, handlers = logger.level, logger.handlers[:]
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers

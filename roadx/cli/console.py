@@ -6,6 +6,7 @@ Human-readable text goes to stderr; ``--json`` output alone goes to stdout.
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -73,3 +74,29 @@ def progress_bar(
             progress.update(task, advance=n, total=total, info=info)
 
         yield advance
+
+
+@contextmanager
+def area_progress(
+    description: str, *, unit: str, enabled: bool = True
+) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar fed by the pipeline's ``on_progress(done, total, km2_done)``.
+
+    Shows ``done/total`` units, units per second and the ground area processed per hour.
+    """
+    start = time.perf_counter()
+    last = 0
+    with progress_bar(description, None, enabled=enabled, unit=unit) as advance:
+
+        def on_progress(done: int, total: int, km2_done: float) -> None:
+            nonlocal last
+            seconds = max(time.perf_counter() - start, 1e-9)
+            advance(
+                done - last,
+                total=total,
+                rate=f"{done / seconds:.2f} {unit}/s",
+                area=f"{km2_done / seconds * 3600:.1f} km²/h",
+            )
+            last = done
+
+        yield on_progress

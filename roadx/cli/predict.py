@@ -1,12 +1,11 @@
 """``roadx predict``: the main job, GeoTIFF scene → road network layers."""
 
-import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from roadx.cli.console import err_console, print_json, progress_bar, setup_logging
+from roadx.cli.console import area_progress, err_console, print_json, setup_logging
 from roadx.cli.options import (
     GsdOpt,
     JsonOpt,
@@ -73,7 +72,6 @@ def predict(
     Example: roadx predict scene.tif -o roads.gpkg --prob prob.tif
     """
     setup_logging(verbose, quiet)
-    from dataclasses import replace
 
     from roadx.pipeline import ExtractOptions, extract
     from roadx.predict import PredictOptions
@@ -81,7 +79,7 @@ def predict(
 
     params = VectorizeParams()
     if threshold is not None:
-        params = replace(params, threshold=threshold, threshold_low=0.6 * threshold)
+        params = params.with_threshold(threshold)
     options = ExtractOptions(
         model=model,
         weights=weights,
@@ -95,22 +93,9 @@ def predict(
         predict=PredictOptions(tta=tta, blend=blend, batch_size=batch_size, device=device),
         vectorize=params,
     )
-    show = not json_output and quiet == 0
-    start = time.perf_counter()
-    with progress_bar("predict", None, enabled=show) as advance:
-        last = 0
-
-        def on_progress(done: int, total: int, km2_done: float) -> None:
-            nonlocal last
-            hours = max(time.perf_counter() - start, 1e-9) / 3600
-            advance(
-                done - last,
-                total=total,
-                rate=f"{done / hours / 3600:.2f} windows/s",
-                area=f"{km2_done / hours:.1f} km²/h",
-            )
-            last = done
-
+    with area_progress(
+        "predict", unit="windows", enabled=not json_output and quiet == 0
+    ) as on_progress:
         result = extract(scene, output, options=options, on_progress=on_progress)
     if json_output:
         print_json(result)

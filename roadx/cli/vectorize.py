@@ -1,12 +1,11 @@
 """``roadx vectorize``: an existing probability or mask raster → road network layers."""
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from roadx.cli.console import err_console, print_json, progress_bar, setup_logging
+from roadx.cli.console import area_progress, err_console, print_json, setup_logging
 from roadx.cli.options import (
     GsdOpt,
     JsonOpt,
@@ -51,21 +50,14 @@ def vectorize(
 
     params = VectorizeParams()
     if threshold is not None:
-        params = replace(params, threshold=threshold, threshold_low=0.6 * threshold)
+        params = params.with_threshold(threshold)
     if min_spur_m is not None:
         params = replace(params, min_spur_m=min_spur_m)
     if simplify_m is not None:
         params = replace(params, simplify_m=simplify_m)
-    start = time.perf_counter()
-    with progress_bar("vectorize", None, enabled=not json_output and quiet == 0, unit="rows") as advance:
-        last = 0
-
-        def on_progress(done: int, total: int, km2_done: float) -> None:
-            nonlocal last
-            hours = max(time.perf_counter() - start, 1e-9) / 3600
-            advance(done - last, total=total, area=f"{km2_done / hours:.1f} km²/h")
-            last = done
-
+    with area_progress(
+        "vectorize", unit="rows", enabled=not json_output and quiet == 0
+    ) as on_progress:
         result = vectorize_raster(
             probability, output, params=params, gsd_m=gsd, overwrite=overwrite,
             on_progress=on_progress,

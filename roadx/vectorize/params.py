@@ -7,6 +7,7 @@ use. Defaults follow the CRESI post-processing recipe and the best-practice list
 ground-truth road mask in ``tests/test_vectorize_real.py``.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -65,6 +66,16 @@ class VectorizeParams:
     boundary_px: int = 3
     band_rows: int = 1024
     halo_px: int = 96
+
+    def with_threshold(self, threshold: float) -> "VectorizeParams":
+        """Return a copy with hysteresis ``threshold`` (high) and ``0.6 × threshold`` (low).
+
+        The default pair 0.5 / 0.3 keeps this ratio (CRESI thresholds 0.25–0.3).
+
+        Raises:
+            roadx.errors.InputError: when ``threshold`` is outside ``(0, 1)``.
+        """
+        return dataclasses.replace(self, threshold=threshold, threshold_low=0.6 * threshold)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold < 1.0 and 0.0 < self.threshold_low < 1.0):
