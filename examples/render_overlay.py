@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {out} is inside the repository; the overlay derives from the scene's "
               "imagery, so write it elsewhere (e.g. /tmp/overlay.png).", file=sys.stderr)
         return 1
+    missing = [p for p in (args.image, args.roads, args.truth) if p is not None and not p.exists()]
+    if missing:
+        print(f"error: {missing[0]}: no such file.", file=sys.stderr)
+        return 1
     image, extent, crs = read_decimated(args.image, args.max_px)
     height_in = 10 * image.shape[0] / image.shape[1]
     fig, ax = plt.subplots(figsize=(10, max(height_in, 3)), dpi=150)

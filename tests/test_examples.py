@@ -151,3 +151,30 @@ def test_too_small_a_scene_is_refused_with_a_usage_error(
         gen.main(["--size", "64"])
     assert exc.value.code == 2
     assert "--size 64 is too small" in capsys.readouterr().err
+
+
+OVERLAY = REPO / "examples" / "render_overlay.py"
+
+
+def _overlay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(OVERLAY), *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_overlay_script_draws_lines_over_the_scene_and_refuses_bad_paths(scene_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    scene, lines = scene_dir / "synthetic_scene.tif", scene_dir / "synthetic_centrelines.gpkg"
+    png = tmp_path / "overlay.png"
+    done = _overlay(str(scene), str(lines), str(png), "--truth", str(scene_dir / "synthetic_centrelines.geojson"))
+    assert done.returncode == 0, done.stderr
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert red.sum() > 1000  # the predicted lines are drawn in red
+    assert done.stdout.strip() == str(png.resolve())
+    inside = _overlay(str(scene), str(lines), str(REPO / "overlay.png"))
+    assert inside.returncode == 1 and "inside the repository" in inside.stderr
+    assert not (REPO / "overlay.png").exists()
+    missing = _overlay(str(scene), str(tmp_path / "nope.gpkg"), str(tmp_path / "o.png"))
+    assert missing.returncode == 1 and "nope.gpkg: no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "o.png").exists()

@@ -127,6 +127,8 @@ def test_config_rejects_bad_values_and_reads_toml(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="multiple of 32"):
         TrainConfig(crop_px=100)
+    with pytest.raises(InputError, match="sensor_aug"):
+        TrainConfig(sensor_aug=1.5)
     toml = tmp_path / "run.toml"
     toml.write_text('data = ["a", "b"]\ncrop_px = 256\nlr = 0.001\n')
     cfg = load_config(toml, lr=0.01, epochs=None)

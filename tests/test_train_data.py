@@ -8,7 +8,9 @@ import torch
 
 from roadx.errors import DatasetError
 from roadx.io.samples import read_labelled_pair, read_labelled_scene, white_nodata
-from roadx.train.augment import augment, hsv_shift, rgb_to_hsv8, hsv8_to_rgb, shift_scale
+from roadx.train.augment import (
+    AugmentParams, augment, hsv_shift, hsv8_to_rgb, rgb_to_hsv8, sensor_shift, shift_scale,
+)
 from roadx.train.data import VALID_BIT, PatchDataset, load_tile, load_tiles
 from roadx.train.datasets import detect_format, discover_samples, split_samples, tile_id_of
 from roadx.train.loss import dice_bce_loss
@@ -202,6 +204,36 @@ def test_geometric_augmentation_keeps_image_and_mask_aligned() -> None:
         inside = out_valid & (out_image[..., 0] != 128)
         agree = (out_image[..., 1] > 127) == out_road
         assert agree[inside].mean() > 0.97
+
+
+def test_sensor_augmentation_darkens_greys_and_keeps_geometry(shared_data: Path) -> None:
+    pair = read_labelled_pair(
+        shared_data / "massachusetts_cskanani" / "images" / "1.jpg",
+        shared_data / "massachusetts_cskanani" / "masks" / "1.png",
+        source_gsd_m=1.0, target_gsd_m=1.0,
+    )
+    image = np.ascontiguousarray(pair.image[:256, :256])
+    road = pair.road[:256, :256]
+    # gamma 2.5 maps a Massachusetts road grey of ~110 to ~31, the SpaceNet Vegas asphalt level
+    dark = sensor_shift(image, gamma=2.5, contrast=1.0, gains=np.ones(3), grey=False)
+    assert dark.dtype == np.uint8 and dark.shape == image.shape
+    assert sensor_shift(np.full((1, 1, 3), 110, np.uint8), 2.5, 1.0, np.ones(3), False)[0, 0, 0] == 31
+    assert np.median(dark[road]) < 0.5 * np.median(image[road])
+    assert (dark.astype(int) <= image.astype(int) + 1).all()  # gamma > 1 only darkens
+    grey = sensor_shift(image, gamma=1.0, contrast=1.0, gains=np.ones(3), grey=True)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    flat = sensor_shift(image, gamma=1.0, contrast=0.5, gains=np.ones(3), grey=False)
+    assert flat.astype(float).std() == pytest.approx(0.5 * image.astype(float).std(), rel=0.05)
+    # in the chain: off by default (the §5.2 reference), never moves the road mask
+    valid = np.ones_like(road)
+    ref = augment(image, road, valid, np.random.default_rng(3))
+    again = augment(image, road, valid, np.random.default_rng(3), AugmentParams(p_sensor=0.0))
+    assert all(np.array_equal(a, b) for a, b in zip(ref, again))
+    no_geometry = AugmentParams(p_hsv=0, p_shift_scale=0, p_hflip=0, p_vflip=0, p_rot90=0, p_sensor=1)
+    for seed in range(4):
+        out_image, out_road, out_valid = augment(image, road, valid, np.random.default_rng(seed), no_geometry)
+        assert not np.array_equal(out_image, image)
+        assert np.array_equal(out_road, road) and np.array_equal(out_valid, valid)
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:

@@ -108,6 +108,15 @@ def train(
             p=_DATA,
         ),
     ] = None,
+    sensor_aug: Annotated[
+        float | None,
+        _opt(
+            "--sensor-aug",
+            h="Probability of gamma/contrast/grey augmentation for other sensors "
+            f"(default: {_D.sensor_aug}).",
+            p=_DATA,
+        ),
+    ] = None,
     model: Annotated[
         str | None, _opt("--model", "-m", h=f"Architecture (default: {_D.model}).", p=_OPT)
     ] = None,
@@ -179,7 +188,7 @@ def train(
         "labels": tuple(labels or ()), "road_width_m": road_width_m, "gsd_m": gsd_m,
         "source_gsd_m": source_gsd_m, "val_fraction": val_fraction, "val_list": val_list,
         "cache_dir": cache_dir, "data_license": data_license,
-        "min_source_share": min_source_share, "model": model, "init": init, "resume": resume,
+        "min_source_share": min_source_share, "sensor_aug": sensor_aug, "model": model, "init": init, "resume": resume,
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "warmup_steps": warmup_steps, "val_crop_px": val_crop_px,

@@ -10,6 +10,12 @@ The released ``data.py`` of D-LinkNet and D3FNet applies, in this order:
    round(U(-0.1, 0.1)·size) in x and y; bilinear for image and mask, border 0;
 3. horizontal flip, 4. vertical flip, 5. rot90 counter-clockwise (each p = 0.5).
 
+Beyond the reference, an optional **sensor augmentation** (``p_sensor``, off by default) runs
+after the HSV shift: a gamma, a contrast change about the crop mean, a small gain per band and,
+sometimes, conversion to grey. It makes a model trained on one survey (bright grey roads of the
+Massachusetts orthophotos) see the same ground as other sensors deliver it: the dark, low-contrast
+8-bit SpaceNet pan-sharpened chips, or a panchromatic band repeated three times.
+
 The reference warps the corners with a perspective transform, which for these parameters is an
 affine map; it is done here with :func:`scipy.ndimage.affine_transform`. One deliberate change:
 pixels that come from outside the crop (the zero border) are marked invalid, so they are left
@@ -40,6 +46,11 @@ class AugmentParams:
         p_hflip: probability of a horizontal flip.
         p_vflip: probability of a vertical flip.
         p_rot90: probability of one counter-clockwise 90° rotation.
+        p_sensor: probability of the sensor augmentation (not in §5.2; 0 = reference chain).
+        gamma_limit: the gamma is log-uniform in [1 / gamma_limit, gamma_limit].
+        contrast_limit: contrast factor about the crop mean in 1 ± contrast_limit.
+        band_gain_limit: gain per band in 1 ± band_gain_limit.
+        p_grey: probability, given the sensor augmentation, of converting to grey.
     """
 
     p_hsv: float = 0.5
@@ -53,6 +64,11 @@ class AugmentParams:
     p_hflip: float = 0.5
     p_vflip: float = 0.5
     p_rot90: float = 0.5
+    p_sensor: float = 0.0
+    gamma_limit: float = 2.5
+    contrast_limit: float = 0.4
+    band_gain_limit: float = 0.1
+    p_grey: float = 0.2
 
 
 def rgb_to_hsv8(image: np.ndarray) -> np.ndarray:
@@ -163,6 +179,34 @@ def shift_scale(
     return np.clip(np.round(out_image), 0, 255).astype(np.uint8), out_road, out_valid
 
 
+def sensor_shift(
+    image: np.ndarray, gamma: float, contrast: float, gains: np.ndarray, grey: bool
+) -> np.ndarray:
+    """Change the radiometry of an 8-bit image as another sensor or processing chain would.
+
+    ``out = clip(gain_b · (mean + contrast · (255 · (x / 255)^gamma − mean)))``, where the mean is
+    taken over the whole gamma-corrected crop; with ``grey`` the bands are first replaced by their
+    mean (a panchromatic look).
+
+    Args:
+        image: (H, W, 3) uint8.
+        gamma: exponent on x / 255 (> 1 darkens the mid-tones, < 1 brightens them).
+        contrast: factor on the deviation from the crop mean (> 0).
+        gains: (3,) gain per band.
+        grey: replace the bands by their mean first.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    x = image.astype(np.float32)
+    if grey:
+        x = np.repeat(x.mean(axis=-1, keepdims=True), 3, axis=-1)
+    x = 255.0 * (x / 255.0) ** gamma
+    mean = float(x.mean())
+    x = (mean + contrast * (x - mean)) * np.asarray(gains, dtype=np.float32)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
 def augment(
     image: np.ndarray,
     road: np.ndarray,
@@ -187,6 +231,15 @@ def augment(
         sat = rng.uniform(-params.sat_shift, params.sat_shift)
         val = rng.uniform(-params.val_shift, params.val_shift)
         image = hsv_shift(image, hue, sat, val)
+    if params.p_sensor > 0 and rng.random() < params.p_sensor:
+        log_gamma = np.log(params.gamma_limit)
+        image = sensor_shift(
+            image,
+            gamma=float(np.exp(rng.uniform(-log_gamma, log_gamma))),
+            contrast=1.0 + rng.uniform(-params.contrast_limit, params.contrast_limit),
+            gains=1.0 + rng.uniform(-params.band_gain_limit, params.band_gain_limit, size=3),
+            grey=bool(rng.random() < params.p_grey),
+        )
     if rng.random() < params.p_shift_scale:
         scale = 1.0 + rng.uniform(-params.scale_limit, params.scale_limit)
         aspect = 1.0 + rng.uniform(-params.aspect_limit, params.aspect_limit)

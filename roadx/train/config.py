@@ -54,6 +54,8 @@ class TrainConfig:
         road_crop_ratio: share of training crops that must contain road pixels.
         min_source_share: every dataset folder provides at least this share of the crops
             (lifts small sources, e.g. a few SpaceNet scenes beside Massachusetts Roads).
+        sensor_aug: probability of the sensor augmentation (gamma, contrast, band gains,
+            grey; :class:`roadx.train.augment.AugmentParams`), 0 = the §5.2 chain only.
         device: ``auto`` picks CUDA when available.
         amp: mixed precision (bf16 on CPU; bf16 or fp16 on CUDA).
         workers: DataLoader worker processes (0 = load in the main process).
@@ -89,6 +91,7 @@ class TrainConfig:
     min_valid_fraction: float = 0.5
     road_crop_ratio: float = 0.8
     min_source_share: float = 0.0
+    sensor_aug: float = 0.0
     device: Device = "auto"
     amp: bool = True
     workers: int = 0
@@ -109,6 +112,8 @@ class TrainConfig:
             problems.append("epochs, batch_size and samples_per_epoch must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction={self.val_fraction} (expected 0 <= f < 1)")
+        if not 0.0 <= self.sensor_aug <= 1.0:
+            problems.append(f"sensor_aug={self.sensor_aug} (expected a probability, 0..1)")
         if self.lr <= 0 or self.road_width_m <= 0:
             problems.append("lr and road_width_m must be positive")
         if self.gsd_m is not None and self.gsd_m <= 0:

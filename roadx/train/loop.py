@@ -31,6 +31,7 @@ from roadx.models import (
     save_checkpoint,
 )
 from roadx.models.checkpoint import KEY_MODEL_KWARGS
+from roadx.train.augment import AugmentParams
 from roadx.train.config import TrainConfig
 from roadx.train.data import (
     ROAD_BIT,
@@ -270,6 +271,7 @@ def fit(
         channels=band_channels(card), scale=card.input_scale, offset=card.input_offset,
         seed=config.seed, min_valid_fraction=config.min_valid_fraction,
         road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
+        augment_params=AugmentParams(p_sensor=config.sensor_aug),
     )
     windows = validation_windows(
         val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows

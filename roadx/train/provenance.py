@@ -82,6 +82,9 @@ def build_card(
         "optimizer": f"AdamW lr {config.lr:g} wd {config.weight_decay:g}, "
         f"warm-up {config.warmup_steps} steps + cosine to {config.min_lr_ratio:g}x",
         "loss": "BCE-with-logits + batch soft Dice on valid pixels",
+        "augmentation": "d3fnet.md §5.2 (HSV, shift/scale, flips, rot90)"
+        + (f" + sensor p={config.sensor_aug:g}" if config.sensor_aug else ""),
+        "min_source_share": config.min_source_share,
         "amp": config.amp,
         "seed": config.seed,
         "val_metrics": dict(metrics) if metrics else {},
