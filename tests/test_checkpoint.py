@@ -108,6 +108,17 @@ def test_save_is_atomic(d3f, tmp_path, monkeypatch) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
+def test_saved_file_has_normal_permissions(d3f, tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "perm.safetensors"
+        save_checkpoint(path, d3f, card=get_card("d3fnet34"),
+                        model_kwargs={"dilations": list(RELEASED_CODE_DILATIONS)})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: others may read weights
+
+
 def test_save_rejects_mismatched_model_and_bad_metadata(d3f, tmp_path) -> None:
     path = tmp_path / "x.safetensors"
     with pytest.raises(InputError, match="does not match architecture 'dlinknet34'"):
