@@ -243,6 +243,29 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert lrs[100] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
 
 
+def test_source_shares_never_fall_below_the_minimum_nor_go_negative() -> None:
+    from types import SimpleNamespace
+
+    from roadx.errors import InputError
+    from roadx.train.data import sampling_weights
+
+    def tiles_of(pixels: dict[str, list[int]]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(valid_px=v, sample=SimpleNamespace(source=Path(name)))
+                for name, values in pixels.items() for v in values]
+
+    tiles = tiles_of({"a": [300, 200], "b": [300], "c": [150], "d": [50]})  # shares .5 .3 .15 .05
+    weights = sampling_weights(tiles, min_source_share=0.25)
+    per_source = {name: weights[[k for k, t in enumerate(tiles) if t.sample.source.name == name]].sum()
+                  for name in "abcd"}
+    # lifting c and d to 0.25 would shrink b to 0.19: b is lifted too, a keeps the rest
+    assert per_source == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25})
+    assert weights[0] / weights[1] == pytest.approx(300 / 200)  # tiles keep their ratio in a folder
+    mild = sampling_weights(tiles, min_source_share=0.1)
+    assert mild[-1] == pytest.approx(0.1) and (mild >= 0).all() and mild.sum() == pytest.approx(1.0)
+    with pytest.raises(InputError, match="4 source folders asks for 120 %.*at most 0.25"):
+        sampling_weights(tiles, min_source_share=0.3)
+
+
 def test_small_sources_are_lifted_to_their_minimum_share(shared_data: Path, tmp_path: Path) -> None:
     from roadx.train.data import sampling_weights
 

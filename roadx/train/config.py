@@ -112,6 +112,8 @@ class TrainConfig:
             problems.append("epochs, batch_size and samples_per_epoch must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction={self.val_fraction} (expected 0 <= f < 1)")
+        if not 0.0 <= self.min_source_share < 1.0:
+            problems.append(f"min_source_share={self.min_source_share} (expected 0 <= s < 1)")
         if not 0.0 <= self.sensor_aug <= 1.0:
             problems.append(f"sensor_aug={self.sensor_aug} (expected a probability, 0..1)")
         if self.lr <= 0 or self.road_width_m <= 0:

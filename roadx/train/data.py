@@ -186,24 +186,41 @@ def sampling_weights(tiles: Sequence[Tile], *, min_source_share: float = 0.0) ->
     """Probability of drawing each tile: its share of valid pixels, with small sources lifted.
 
     Every source folder whose valid pixels make up less than ``min_source_share`` of the total
-    is drawn with that share instead (the others shrink in proportion), so a few small scenes
-    of another sensor are seen regularly next to a large dataset.
+    is drawn with that share instead and the others shrink in proportion; a folder that the
+    shrinking pushes below the minimum is lifted too, until every folder has at least
+    ``min_source_share``. So a few small scenes of another sensor are seen regularly next to a
+    large dataset. Within a folder, tiles keep their relative weights.
 
     Args:
         tiles: the training tiles.
-        min_source_share: smallest share of crops per source folder, 0 <= s < 1 / n_sources.
+        min_source_share: smallest share of crops per source folder, 0 <= s <= 1 / n_sources.
 
     Returns:
         (len(tiles),) float64 probabilities summing to 1.
+
+    Raises:
+        InputError: ``min_source_share`` times the number of source folders exceeds 1.
     """
     valid = np.array([max(t.valid_px, 1) for t in tiles], np.float64)
     sources = [str(t.sample.source) for t in tiles]
     totals = {s: valid[[k for k, x in enumerate(sources) if x == s]].sum() for s in set(sources)}
+    if not 0.0 <= min_source_share * len(totals) <= 1.0 + 1e-9:
+        raise InputError(
+            f"--min-source-share {min_source_share:g} with {len(totals)} source folders asks for "
+            f"{100 * min_source_share * len(totals):.0f} % of the crops; use at most "
+            f"{1.0 / len(totals):.3g}."
+        )
     shares = {s: v / valid.sum() for s, v in totals.items()}
-    small = {s for s, share in shares.items() if share < min_source_share}
-    big_total = sum(shares[s] for s in shares if s not in small)
-    rest = 1.0 - min_source_share * len(small)
-    lifted = {s: min_source_share if s in small else shares[s] / big_total * rest for s in shares}
+    small: set[str] = set()
+    while True:  # lift folders until no remaining one falls below the minimum
+        rest = 1.0 - min_source_share * len(small)
+        big_total = sum(shares[s] for s in shares if s not in small)
+        scaled = {s: shares[s] / big_total * rest for s in shares if s not in small}
+        below = {s for s, share in scaled.items() if share < min_source_share}
+        if not below:
+            break
+        small |= below
+    lifted = {s: min_source_share if s in small else scaled[s] for s in shares}
     weights = np.array([valid[k] / totals[s] * lifted[s] for k, s in enumerate(sources)])
     return weights / weights.sum()
 
