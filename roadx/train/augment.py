@@ -184,9 +184,9 @@ def sensor_shift(
 ) -> np.ndarray:
     """Change the radiometry of an 8-bit image as another sensor or processing chain would.
 
-    ``out = clip(gain_b · (mean + contrast · (255 · (x / 255)^gamma − mean)))``, where the mean is
-    taken over the whole gamma-corrected crop; with ``grey`` the bands are first replaced by their
-    mean (a panchromatic look).
+    ``out = clip(gain_b · (mean + contrast · (255 · (x / 255)^gamma − mean)))``, where the
+    mean is taken over the whole gamma-corrected crop; with ``grey`` the bands are first
+    replaced by their mean (a panchromatic look).
 
     Args:
         image: (H, W, 3) uint8.
