@@ -114,7 +114,7 @@ def train(
             "--sensor-aug",
             h="Probability of gamma/contrast/grey augmentation for other sensors "
             f"(default: {_D.sensor_aug}).",
-            p=_DATA,
+            p=_OPT,
         ),
     ] = None,
     model: Annotated[

@@ -185,7 +185,8 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is a normal file
+        # mkstemp, and safetensors' save_file too, leave 0600; a checkpoint is a normal file
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

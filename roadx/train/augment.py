@@ -231,6 +231,7 @@ def augment(
         sat = rng.uniform(-params.sat_shift, params.sat_shift)
         val = rng.uniform(-params.val_shift, params.val_shift)
         image = hsv_shift(image, hue, sat, val)
+    # no draw at all when off, so the §5.2 chain keeps its random stream (and old runs resume)
     if params.p_sensor > 0 and rng.random() < params.p_sensor:
         log_gamma = np.log(params.gamma_limit)
         image = sensor_shift(

@@ -250,7 +250,12 @@ class PatchDataset(torch.utils.data.Dataset):
         min_source_share: float = 0.0,
         augment_params: AugmentParams | None = AugmentParams(),
     ) -> None:
-        """Set up sampling weights; ``length`` is the number of crops per epoch."""
+        """Set up sampling weights; ``length`` is the number of crops per epoch.
+
+        Raises:
+            DatasetError: no tiles.
+            InputError: ``min_source_share`` too large for the number of source folders.
+        """
         if not tiles:
             raise DatasetError("no training tiles to draw crops from.")
         self.tiles = list(tiles)
