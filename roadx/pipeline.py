@@ -23,18 +23,26 @@ Peak memory is bounded by the window batch, the stitcher's row accumulators
 (about ``tile_px × width`` pixels) and the vectorizer's band + halo, never by scene height.
 """
 
+import collections
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from roadx.errors import CheckpointError, InputError, OutputError
 from roadx.predict import PredictOptions
 from roadx.vectorize import BandVectorizer, RoadNetwork, VectorizeParams
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from roadx.tiling import Window
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +77,12 @@ class ExtractOptions:
         resample: read the scene resampled to the card GSD when it differs by > 10 %.
         probability_path: optional output GeoTIFF of the stitched probability.
         overwrite: replace existing outputs.
-        predict: TTA, blending, batch size, device, AMP.
+        predict: TTA, blending, batch size, device, precision, memory format, compile.
         vectorize: threshold, clean-up, pruning and simplification parameters.
+        concurrent: stitch-consumers (probability writer, vectorizer) run on their own
+            thread behind a bounded queue, so the model never waits for them (False: the
+            same work in the model's thread; the output is identical).
+        threads: torch intra-op CPU threads (None: torch's default, one per core).
     """
 
     model: str = DEFAULT_MODEL
@@ -84,6 +96,8 @@ class ExtractOptions:
     overwrite: bool = False
     predict: PredictOptions = field(default_factory=PredictOptions)
     vectorize: VectorizeParams = field(default_factory=VectorizeParams)
+    concurrent: bool = True
+    threads: int | None = None
 
 
 @dataclass
@@ -105,6 +119,10 @@ class ExtractResult:
     weights: str
     tta: str
     device: str
+    engine: str
+    precision: str
+    precision_reason: str
+    tile_px: int
     roads: int
     junctions: int
     total_km: float
@@ -190,7 +208,9 @@ def extract(
     """
     from roadx.io import ProbabilityWriter, open_scene, write_roads
     from roadx.models import load_checkpoint
-    from roadx.predict import predict_scene, resolve_device
+    from roadx.predict import inference_device, predict_scene
+    from roadx.runtime.device import torch_threads
+    from roadx.runtime.precision import choose_precision
     from roadx.tiling import TileGrid
 
     options = options or ExtractOptions()
@@ -199,11 +219,13 @@ def extract(
         raise InputError(f"scene {scene_path} not found")
     _check_outputs(output, options)
     weights = _resolve_weights(options)
-    device = resolve_device(options.predict.device)
+    device = inference_device(options.predict)
+    precision = choose_precision(options.predict.precision, device)
     model, card = load_checkpoint(weights, device=str(device))
+    log.info("precision %s on %s: %s", precision.name, device, precision.reason)
 
     start = time.perf_counter()
-    with open_scene(
+    with torch_threads(options.threads), open_scene(
         scene_path,
         bands=options.bands,
         band_order=card.bands,
@@ -211,7 +233,7 @@ def extract(
         gsd_m=options.gsd_m,
     ) as scene:
         _check_geojson_possible(scene_path, scene, output)
-        tile_px = options.tile_px or card.tile_px
+        tile_px = options.tile_px or _default_tile_px(card.tile_px, scene.height, scene.width)
         overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
         grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
         total = len(grid)
@@ -228,21 +250,20 @@ def extract(
         bands = predict_scene(
             scene.read_window, grid, model, card, options.predict, on_progress=advance
         )
-        if options.probability_path is not None:
-            with ProbabilityWriter(
-                options.probability_path,
-                width=scene.width,
-                height=scene.height,
-                crs=scene.crs,
-                transform=scene.transform,
-                overwrite=options.overwrite,
-            ) as writer:
-                for window, prob in bands:
-                    writer.write(window, prob)
-                    vectorizer.add_rows(window.row_off, prob)
-        else:
-            for window, prob in bands:
-                vectorizer.add_rows(window.row_off, prob)
+        with contextlib.ExitStack() as stack:
+            sinks: list[BandSink] = []
+            if options.probability_path is not None:
+                writer = stack.enter_context(ProbabilityWriter(
+                    options.probability_path,
+                    width=scene.width,
+                    height=scene.height,
+                    crs=scene.crs,
+                    transform=scene.transform,
+                    overwrite=options.overwrite,
+                ))
+                sinks.append(writer.write)
+            sinks.append(lambda window, prob: vectorizer.add_rows(window.row_off, prob))
+            consume_bands(bands, sinks, concurrent=options.concurrent)
         network = vectorizer.finish()
         written = write_roads(network, output, overwrite=options.overwrite)
         seconds = time.perf_counter() - start
@@ -262,6 +283,10 @@ def extract(
             weights=str(weights),
             tta=options.predict.tta,
             device=str(device),
+            engine=options.predict.engine,
+            precision=precision.name,
+            precision_reason=precision.reason,
+            tile_px=tile_px,
             **_network_summary(network),
             seconds=round(seconds, 2),
             windows_per_s=round(total / seconds, 3) if seconds > 0 else math.inf,
@@ -269,6 +294,69 @@ def extract(
         )
     log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
     return result
+
+
+BandSink = Callable[["Window", "np.ndarray"], None]
+"""Consumer of finished probability bands: ``sink(Window(row0, 0, h, W), prob (h, W))``."""
+
+
+def consume_bands(
+    bands: Iterable[tuple["Window", "np.ndarray"]],
+    sinks: Sequence[BandSink],
+    *,
+    concurrent: bool = True,
+    max_pending: int = 2,
+) -> None:
+    """Pass every band, in order, to every sink; optionally on a worker thread.
+
+    With ``concurrent``, the sinks (probability writer, vectorizer: CPU work) run on one
+    worker thread while the caller's thread keeps pulling bands from ``bands`` (the model's
+    forward passes), behind a bounded queue of ``max_pending`` bands, so the model does not
+    wait for skeletonizing and writing, and memory stays bounded (``max_pending`` bands of
+    ``tile_px × width`` float32). The sinks see exactly the same calls in the same order as
+    without ``concurrent``, so the outputs are identical.
+
+    Args:
+        bands: ``(window, prob)`` pairs, e.g. from :func:`roadx.predict.predict_scene`.
+        sinks: called as ``sink(window, prob)`` for each band, in list order.
+        concurrent: run the sinks on a worker thread (True) or inline (False).
+        max_pending: bands handed to the worker and not yet consumed (>= 1).
+
+    Raises:
+        Whatever a sink or ``bands`` raises; after an error no further band is consumed,
+        and the worker has stopped before this returns.
+    """
+
+    def consume(window: "Window", prob: "np.ndarray") -> None:
+        for sink in sinks:
+            sink(window, prob)
+
+    if not concurrent:
+        for window, prob in bands:
+            consume(window, prob)
+        return
+    pending: collections.deque[Future[None]] = collections.deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadx-vectorize") as pool:
+        try:
+            for window, prob in bands:
+                while pending and (len(pending) >= max_pending or pending[0].done()):
+                    pending.popleft().result()  # re-raises a sink's error here
+                pending.append(pool.submit(consume, window, prob))
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _default_tile_px(card_tile_px: int, height: int, width: int) -> int:
+    """The card's window, shrunk to the scene (a multiple of 32) when one window covers it.
+
+    A 400 × 400 px scene then runs one 416² window instead of a mostly padded 1024² one
+    (6× less compute); larger scenes use the card's window.
+    """
+    fit = -(-max(height, width) // 32) * 32
+    return min(card_tile_px, max(fit, 64))
 
 
 def _network_summary(network: RoadNetwork) -> dict[str, Any]:

@@ -23,6 +23,7 @@ LAYER = {
     "models": 2,
     "vectorize": 2,
     "metrics": 2,
+    "runtime": 2,
     "predict": 3,
     "pipeline": 4,
     "train": 4,
@@ -31,7 +32,7 @@ LAYER = {
 }
 # third-party packages and the roadx parts allowed to import them
 CONFINED = {
-    "torch": {"models", "predict", "train"},
+    "torch": {"models", "runtime", "predict", "train"},
     "safetensors": {"models", "predict", "train"},
     "rasterio": {"io"},
     "pyogrio": {"io"},
@@ -41,6 +42,7 @@ CONFINED = {
     "rich": {"cli"},
     "click": set(),
     "skan": {"vectorize", "metrics"},
+    "openvino": {"predict"},
 }
 
 

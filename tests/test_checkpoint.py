@@ -380,3 +380,76 @@ def test_load_encoder_weights_from_torchvision_layout(reference, tmp_path) -> No
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"layer4\.2\.conv2\.weight"):
         load_encoder_weights(model, path)
+
+
+def test_int8_quantization_error_is_half_a_step_per_channel() -> None:
+    from roadx.models.checkpoint import dequantize_int8, quantize_int8
+
+    torch.manual_seed(1)
+    w = torch.randn(16, 8, 3, 3) * torch.logspace(-3, 0, 16)[:, None, None, None]
+    w[3] = 0.0  # an all-zero channel keeps scale 1 and dequantizes to exact zeros
+    q, scale = quantize_int8(w)
+    assert q.dtype == torch.int8 and q.shape == w.shape and scale.shape == (16,)
+    assert int(q.abs().max()) == 127
+    err = (dequantize_int8(q, scale) - w).abs().amax(dim=(1, 2, 3))
+    assert torch.all(err <= scale / 2 + 1e-9)
+    assert torch.equal(dequantize_int8(q, scale)[3], torch.zeros(8, 3, 3))
+    # per channel: a small channel keeps its own resolution
+    assert err[0] < err[-1] / 100
+
+
+def test_int8_checkpoint_is_compact_and_predicts_like_its_float16_source(
+    d3f, tmp_path, shared_data
+) -> None:
+    """Weights stored as int8 + per-channel scales load to float32 and give the same logits
+    on a real Massachusetts crop as the float16 file they came from, to a small fraction of
+    the logits' own spread (the shipped weights' held-out check is in weights/README.md)."""
+    import numpy as np
+
+    from roadx.io import open_scene
+    from roadx.models.checkpoint import KEY_STORAGE, restore_checkpoint
+    from roadx.tiling import Window
+
+    f16 = tmp_path / "f16.safetensors"
+    save_checkpoint(f16, d3f, card=get_card("d3fnet34"), storage="float16",
+                    model_kwargs={"dilations": list(RELEASED_CODE_DILATIONS)})
+    i8 = restore_checkpoint(f16, tmp_path / "i8.safetensors", storage="int8")
+    assert i8.stat().st_size < 0.55 * f16.stat().st_size
+    assert read_checkpoint_metadata(i8)[KEY_STORAGE] == "int8-per-channel"
+    stored = load_file(i8)
+    assert stored["encoder.conv1.weight"].dtype == torch.int8
+    assert stored["encoder.conv1.weight::int8_scale"].dtype == torch.float32
+    (m16, _), (m8, card8) = load_checkpoint(f16), load_checkpoint(i8)
+    assert card8.training["storage"].startswith("int8 per output channel")
+    assert all(v.dtype != torch.int8 for v in m8.state_dict().values())
+
+    image = shared_data / "massachusetts_lorudarku" / "images" / "10078675_15_0_0.jpg"
+    with open_scene(image, gsd_m=1.0, band_order=card8.bands) as scene:
+        pixels, _ = scene.read_window(Window(0, 0, 128, 128))
+    x = torch.from_numpy(pixels.astype(np.float32)) * card8.input_scale + card8.input_offset
+    with torch.inference_mode():
+        l16, l8 = (m(x[None]) for m in (m16, m8))
+    spread = float(l16.std())
+    assert spread > 1e-4  # the logits vary over the crop: the comparison is not vacuous
+    assert float((l16 - l8).abs().max()) < 0.1 * spread
+    assert float((l16 - l8).abs().mean()) < 0.02 * spread
+
+
+def test_int8_file_without_scales_is_rejected(d3f, tmp_path) -> None:
+    from roadx.models.checkpoint import restore_checkpoint
+
+    src = tmp_path / "f32.safetensors"
+    save_checkpoint(src, d3f, card=get_card("d3fnet34"),
+                    model_kwargs={"dilations": list(RELEASED_CODE_DILATIONS)})
+    i8 = restore_checkpoint(src, tmp_path / "i8.safetensors", storage="int8")
+    tensors = load_file(i8)
+    meta = read_checkpoint_metadata(i8)
+    del tensors["center.dilate1.weight::int8_scale"]
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, broken, metadata=meta)
+    with pytest.raises(CheckpointError, match="center.dilate1.weight has no ::int8_scale"):
+        load_checkpoint(broken)
+    with pytest.raises(InputError, match="is the input checkpoint"):
+        restore_checkpoint(i8, i8, storage="int8")
+    with pytest.raises(OutputError, match="already exists"):
+        restore_checkpoint(src, i8, storage="int8")

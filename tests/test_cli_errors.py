@@ -26,11 +26,11 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small valid d3fnet34 checkpoint (random weights)."""
+    """A small valid d3fnet34 checkpoint (random weights, width 8: 0.6 M parameters)."""
     path = tmp_path_factory.mktemp("w") / "d3fnet34.safetensors"
     torch.manual_seed(0)
-    save_checkpoint(path, create_model("d3fnet34"), card=get_card("d3fnet34"), model_kwargs={},
-                    dtype=torch.float16)
+    save_checkpoint(path, create_model("d3fnet34", width=8), card=get_card("d3fnet34"),
+                    model_kwargs={"width": 8}, dtype=torch.float16)
     return path
 
 

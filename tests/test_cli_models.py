@@ -10,7 +10,13 @@ import torch
 from typer.testing import CliRunner
 
 from roadx.cli import app, main
-from roadx.models import create_model, load_checkpoint
+from roadx.models import (
+    create_model,
+    get_card,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
 from roadx.models.convert import to_reference_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,3 +156,23 @@ def test_models_json_reports_the_shipped_default_weights(tmp_path, monkeypatch) 
     shipped = rows["dlinknet34"]["default_weights"]
     assert shipped["path"] == str(tmp_path / "dlinknet34.safetensors")
     assert shipped["card"]["name"] == "dlinknet34" and shipped["card"]["gsd_m"] == 0.5
+
+
+def test_convert_weights_restores_a_roadx_checkpoint_as_int8(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "tuned.safetensors"
+    save_checkpoint(src, create_model("d3fnet34", width=8), card=get_card("d3fnet34"),
+                    model_kwargs={"width": 8})
+    dst = tmp_path / "tuned-int8.safetensors"
+    ok = run_main(monkeypatch, capsys, "convert-weights", str(src), "-o", str(dst),
+                  "--storage", "int8")
+    assert ok.returncode == 0, ok.stderr
+    assert "MB" in ok.stderr and dst.stat().st_size < 0.4 * src.stat().st_size  # float32 → int8
+    assert read_checkpoint_metadata(dst)["roadx.storage"] == "int8-per-channel"
+    model, card = load_checkpoint(dst)
+    assert card.training["storage"].startswith("int8") and model.encoder.conv1.out_channels == 8
+    again = run_main(monkeypatch, capsys, "convert-weights", str(src), "-o", str(dst),
+                     "--storage", "int8")
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    missing = run_main(monkeypatch, capsys, "convert-weights", str(src), "-o",
+                       str(tmp_path / "x.safetensors"))
+    assert missing.returncode == 1 and "--storage" in missing.stderr

@@ -57,7 +57,9 @@ def test_unknown_model_lists_valid_names() -> None:
 
 def test_bad_builder_arguments_raise_input_error() -> None:
     with pytest.raises(InputError, match="bad arguments"):
-        create_model("dlinknet34", width=3)
+        create_model("dlinknet34", depth=3)
+    with pytest.raises(InputError, match="multiple of 4"):
+        create_model("dlinknet34", width=6)
     with pytest.raises(InputError, match="four positive integers"):
         create_model("d3fnet34", dilations=(1, 2, 4))
     with pytest.raises(InputError, match="'sdpa' or 'explicit'"):
@@ -255,6 +257,7 @@ def test_d3fnet_decoder_runs_twice_per_forward(models) -> None:
     assert calls == [(1, 256, 4, 4), (1, 256, 4, 4)]
 
 
+@pytest.mark.slow
 def test_d3fnet_full_tile_1024(models) -> None:
     with torch.inference_mode():
         y = models["d3fnet34"](torch.randn(1, 3, 1024, 1024))

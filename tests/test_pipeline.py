@@ -145,7 +145,8 @@ def test_cli_predict_json_with_a_real_d3fnet_checkpoint(shared_data: Path, tmp_p
     torch.manual_seed(0)
     weights = tmp_path / "random.safetensors"
     card = get_card("d3fnet34")
-    save_checkpoint(weights, create_model("d3fnet34"), card=card, model_kwargs={})
+    save_checkpoint(weights, create_model("d3fnet34", width=8), card=card,
+                    model_kwargs={"width": 8})
     scene = shared_data / "spacenet_solaris" / "road_mask_input.tif"  # uint16 pan, EPSG:4326
     out = tmp_path / "roads.gpkg"
     result = CliRunner().invoke(
@@ -160,6 +161,7 @@ def test_cli_predict_json_with_a_real_d3fnet_checkpoint(shared_data: Path, tmp_p
     gpd.read_file(out, layer="roads")  # readable, possibly empty for random weights
 
 
+@pytest.mark.slow
 def test_shipped_weights_find_the_roads_of_the_example_scene(tmp_path: Path) -> None:
     """The quick start: default weights on the bundled synthetic scene recover its roads."""
     import subprocess
@@ -186,3 +188,89 @@ def test_shipped_weights_find_the_roads_of_the_example_scene(tmp_path: Path) -> 
     correctness = p.intersection(g.buffer(3.0)).length / p.length
     assert completeness >= 0.8 and correctness >= 0.8, (completeness, correctness)
     assert result.junctions >= 4 and roads.crs.to_epsg() == 32619
+
+
+def test_concurrent_and_sequential_pipelines_write_identical_outputs(
+    shared_data: Path, oracle: Path, tmp_path: Path
+) -> None:
+    """The vectorizer/writer thread changes when work happens, never what is written."""
+    scene = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
+    outputs = {}
+    for concurrent in (False, True):
+        folder = tmp_path / ("concurrent" if concurrent else "sequential")
+        folder.mkdir()
+        result = extract(
+            scene, folder / "roads.gpkg",
+            options=ExtractOptions(
+                weights=oracle, tile_px=64, overlap_px=16, probability_path=folder / "p.tif",
+                predict=PredictOptions(tta="flip", device="cpu", batch_size=3),
+                concurrent=concurrent,
+            ),
+        )
+        assert result.windows > 20  # many row bands pass through the queue
+        with rasterio.open(folder / "p.tif") as src:
+            prob = src.read(1)
+        outputs[concurrent] = (
+            prob,
+            gpd.read_file(folder / "roads.gpkg", layer="roads"),
+            gpd.read_file(folder / "roads.gpkg", layer="junctions"),
+        )
+    (p0, r0, j0), (p1, r1, j1) = outputs[False], outputs[True]
+    assert np.array_equal(p0, p1) and (p0 < 255).any()
+    assert len(r0) == len(r1) > 5
+    assert all(a.equals_exact(b, 0.0) for a, b in zip(r0.geometry, r1.geometry, strict=True))
+    assert r0.drop(columns="geometry").equals(r1.drop(columns="geometry"))
+    assert all(a.equals_exact(b, 0.0) for a, b in zip(j0.geometry, j1.geometry, strict=True))
+
+
+def test_consume_bands_keeps_order_and_surfaces_sink_errors() -> None:
+    from roadx.pipeline import consume_bands
+    from roadx.tiling import Window
+
+    bands = [(Window(r, 0, 1, 4), np.full((1, 4), r, np.float32)) for r in range(10)]
+    seen: list[int] = []
+    consume_bands(iter(bands), [lambda w, p: seen.append(w.row_off)], concurrent=True)
+    assert seen == list(range(10))
+
+    pulled: list[int] = []
+
+    def producer():  # noqa: ANN202
+        for window, prob in bands:
+            pulled.append(window.row_off)
+            yield window, prob
+
+    def failing(window: Window, prob: np.ndarray) -> None:
+        if window.row_off == 3:
+            raise ValueError("disk full at band 3")
+
+    with pytest.raises(ValueError, match="band 3"):
+        consume_bands(producer(), [failing], concurrent=True, max_pending=2)
+    assert max(pulled) <= 3 + 3  # stops within the bounded queue, not at the end
+    with pytest.raises(ValueError, match="band 3"):
+        consume_bands(iter(bands), [failing], concurrent=False)
+
+
+def test_cli_predict_reports_the_precision(
+    shared_data: Path, oracle: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from roadx.cli import app
+    from roadx.runtime import choose_precision
+
+    scene = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
+    expected = choose_precision("auto", torch.device("cpu"))
+    for flag, name, reason in (("auto", expected.name, expected.reason), ("fp32", "fp32", "requested")):
+        out = tmp_path / f"{flag}.gpkg"
+        result = CliRunner().invoke(
+            app,
+            ["predict", str(scene), "-o", str(out), "--weights", str(oracle), "--tta", "none",
+             "--device", "cpu", "--precision", flag, "--threads", "1", "--json"],
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["precision"] == name and report["precision_reason"] == reason
+        assert report["tile_px"] == 256 and out.exists()
+    bad = CliRunner().invoke(app, ["predict", str(scene), "-o", str(tmp_path / "x.gpkg"),
+                                   "--precision", "fp64"])
+    assert bad.exit_code == 2 and "fp64" in bad.output

@@ -34,6 +34,7 @@ def _config(data: Path, out: Path, **kw: object) -> TrainConfig:
         data=(data,), output=out, model="d3fnet34", gsd_m=1.0, epochs=1, samples_per_epoch=2,
         batch_size=1, crop_px=64, val_crop_px=64, val_max_windows=2, val_list=None,
         val_fraction=0.5, device="cpu", threads=1, seed=3, warmup_steps=1, lr=1e-3,
+        model_kwargs={"width": 8},  # the paper's layers at 1/64 of the parameters: fast
     )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -152,7 +153,8 @@ def test_cli_mixes_layouts_and_reports_skipped_samples(
     (dg / "8_mask.png").symlink_to(shared_data / "massachusetts_lorudarku" / "masks" / f"{CROPS[1]}.png")
     argv = ["roadx", "train", "--data", str(tiny_dataset), "--data", str(dg), "-o", str(tmp_path / "run"),
             "--epochs", "1", "--samples-per-epoch", "1", "--batch-size", "1", "--crop", "64",
-            "--val-fraction", "0", "--device", "cpu", "--threads", "1", "--gsd", "1", "--json"]
+            "--val-fraction", "0", "--device", "cpu", "--threads", "1", "--gsd", "1", "--json",
+            "--precision", "fp32"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         roadx.cli.main()
@@ -160,5 +162,7 @@ def test_cli_mixes_layouts_and_reports_skipped_samples(
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # --json: stdout holds the JSON only
     assert result["epochs_done"] == 1 and Path(result["best"]).is_file()
+    assert result["precision"] == "fp32" and result["precision_reason"] == "requested"
+    assert result["device"] == "cpu"
     assert [Path(p).name for p, _ in result["skipped"]] == ["8_sat.jpg"]
     assert "8_sat.jpg" in captured.err  # logged with its path

@@ -16,6 +16,7 @@ from roadx.cli.options import (
     VerboseOpt,
     parse_bands,
 )
+from roadx.runtime import DeviceName, PrecisionName
 
 
 def predict(
@@ -28,8 +29,13 @@ def predict(
     model: Annotated[str, typer.Option(help="Architecture whose default weights to use.")] = (
         "d3fnet34"
     ),
-    device: Annotated[
-        Literal["auto", "cpu", "cuda"], typer.Option(help="Compute device.")
+    device: Annotated[DeviceName, typer.Option(help="Compute device.")] = "auto",
+    precision: Annotated[
+        PrecisionName,
+        typer.Option(
+            help="auto: bf16 only on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; "
+            "bf16 (or fp16) on CUDA. Or force fp32, bf16 or fp16."
+        ),
     ] = "auto",
     tta: Annotated[
         Literal["none", "flip", "d4"],
@@ -55,6 +61,23 @@ def predict(
     prob: Annotated[
         Path | None,
         typer.Option(help="Also write the stitched probability as a tiled, compressed GeoTIFF."),
+    ] = None,
+    engine: Annotated[
+        Literal["torch", "openvino"],
+        typer.Option(
+            help="Inference engine: torch, or openvino (CPU; pip install 'roadx[openvino]'; "
+            "~1.6x faster forward passes after a ~20 s conversion, for large scenes)."
+        ),
+    ] = "torch",
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile", help="torch.compile the model (pays on CUDA for large scenes)."
+        ),
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch CPU threads (default: one per core)."),
     ] = None,
     no_resample: Annotated[
         bool,
@@ -90,8 +113,12 @@ def predict(
         resample=not no_resample,
         probability_path=prob,
         overwrite=overwrite,
-        predict=PredictOptions(tta=tta, blend=blend, batch_size=batch_size, device=device),
+        predict=PredictOptions(
+            tta=tta, blend=blend, batch_size=batch_size, device=device, precision=precision,
+            compile=compile_model, engine=engine,
+        ),
         vectorize=params,
+        threads=threads,
     )
     with area_progress(
         "predict", unit="windows", enabled=not json_output and quiet == 0
@@ -106,8 +133,10 @@ def predict(
     table.add_row("scene", f"{result.scene} ({result.width_px}×{result.height_px} px, "
                   f"{result.gsd_m} m/px{', resampled' if result.resampled else ''})")
     table.add_row("CRS", result.crs or "none (pixel coordinates)")
-    table.add_row("model", f"{result.model} ({result.weights}), TTA {result.tta}, {result.device}")
-    table.add_row("windows", f"{result.windows} in {result.seconds:.1f} s "
+    table.add_row("model", f"{result.model} ({result.weights}), TTA {result.tta}")
+    table.add_row("device", f"{result.device} ({result.engine}), {result.precision} "
+                  f"({result.precision_reason})")
+    table.add_row("windows", f"{result.windows} of {result.tile_px} px in {result.seconds:.1f} s "
                   f"({result.windows_per_s:.2f} windows/s, {result.km2_per_h:.1f} km²/h)")
     table.add_row("roads", f"{result.roads} lines, {result.total_km:.2f} km, "
                   f"{result.junctions} junctions")

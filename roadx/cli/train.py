@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal
 import typer
 
 from roadx.cli.console import err_console, print_json, progress_bar, setup_logging
+from roadx.runtime import DeviceName as Device
+from roadx.runtime import PrecisionName
 from roadx.train.config import TrainConfig
 
 _D = TrainConfig()
 _DATA, _OPT, _RUN = "Data", "Optimisation", "Run"
 Format = Literal["auto", "deepglobe", "folders", "gis"]
-Device = Literal["auto", "cpu", "cuda"]
 
 
 def _opt(*names: str, h: str, p: str | None = None, count: bool = False) -> Any:
@@ -164,8 +165,14 @@ def train(
     device: Annotated[
         Device | None, _opt("--device", h="Compute device (default: auto).", p=_RUN)
     ] = None,
-    amp: Annotated[
-        bool | None, _opt("--amp/--no-amp", h="Mixed precision (default: on).", p=_RUN)
+    precision: Annotated[
+        PrecisionName | None,
+        _opt(
+            "--precision",
+            h="auto (default: bf16 only on CPUs with native bf16, else fp32; bf16 or fp16 on "
+            "CUDA), fp32, bf16 or fp16.",
+            p=_RUN,
+        ),
     ] = None,
     workers: Annotated[
         int | None, _opt("--workers", h=f"Loader processes (default: {_D.workers}).", p=_RUN)
@@ -193,7 +200,7 @@ def train(
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "warmup_steps": warmup_steps, "val_crop_px": val_crop_px,
-        "val_max_windows": val_max_windows, "device": device, "amp": amp, "workers": workers,
+        "val_max_windows": val_max_windows, "device": device, "precision": precision, "workers": workers,
         "threads": threads, "seed": seed,
     }
     if resume is not None and config is None and (resume / "config.json").is_file():
@@ -268,10 +275,16 @@ def train(
             "last": str(result.last_path), "best_iou": result.best_iou,
             "best_epoch": result.best_epoch, "epochs_done": result.epochs_done,
             "skipped": [[str(p), r] for p, r in result.skipped], "history": result.history,
+            "device": result.device, "precision": result.precision,
+            "precision_reason": result.precision_reason,
         })
     elif show:
         if result.history:
             err_console.print(_epoch_table(result.history))
+        err_console.print(
+            f"trained on {result.device} in {result.precision} ({result.precision_reason})",
+            highlight=False, markup=False,
+        )
         err_console.print(
             f"best: epoch {result.best_epoch}, val IoU {result.best_iou:.4f} -> {result.best_path}"
         )

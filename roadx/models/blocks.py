@@ -17,17 +17,21 @@ from roadx.errors import InputError
 
 __all__ = [
     "ENCODER_CHANNELS",
+    "PAPER_WIDTH",
     "BasicBlock",
     "DecoderBlock",
     "LinkNetDecoder",
     "LinkNetHead",
     "ResNet34Encoder",
     "check_input",
+    "encoder_channels",
     "validate_dilations",
 ]
 
-#: Channels of the encoder features e1..e4 (strides 4, 8, 16, 32).
+#: Channels of the encoder features e1..e4 (strides 4, 8, 16, 32) of the published models.
 ENCODER_CHANNELS = (64, 128, 256, 512)
+#: Base width of the published models (the stem's channels); see :func:`encoder_channels`.
+PAPER_WIDTH = 64
 #: Total downsampling of the encoder; input sizes must be multiples of it.
 OUTPUT_STRIDE = 32
 
@@ -55,6 +59,22 @@ def check_input(x: torch.Tensor, model_name: str) -> None:
             f"{model_name} got an input of {h_px}x{w_px} px; height and width must be divisible "
             f"by {OUTPUT_STRIDE}. Pad the input to {pad_h}x{pad_w} px."
         )
+
+
+def encoder_channels(width: int = PAPER_WIDTH) -> tuple[int, int, int, int]:
+    """Channels of e1..e4 for base ``width``: ``(w, 2w, 4w, 8w)``; 64 gives the papers' models.
+
+    Narrower widths (e.g. 8: 1/64 of the parameters) keep every layer, shape rule and
+    attribute name of the published architecture, for fast contract tests and tiny models
+    (the "width-reduced model" idea of timm's and SMP's test suites).
+
+    Raises:
+        InputError: ``width`` is not a positive multiple of 4 (the decoder blocks use
+            ``channels / 4``).
+    """
+    if not isinstance(width, int) or width < 4 or width % 4:
+        raise InputError(f"width={width!r}; expected a positive multiple of 4 (64 = paper).")
+    return (width, 2 * width, 4 * width, 8 * width)
 
 
 def validate_dilations(dilations: Sequence[int]) -> tuple[int, int, int, int]:
@@ -114,17 +134,21 @@ class ResNet34Encoder(nn.Module):
     Stem: 7x7/2 conv (no bias) + BN + ReLU + 3x3/2 max-pool; then 3, 4, 6, 3 basic blocks.
     Initialised like torchvision (Kaiming-normal fan-out convs, BN weight 1 and bias 0); load
     ImageNet weights with ``encoder.load_state_dict(sd, strict=False)`` minus ``fc.*``.
+
+    Args:
+        width: Stem channels; stages have ``width × (1, 2, 4, 8)`` (64: ResNet-34).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = PAPER_WIDTH) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        c1, c2, c3, c4 = encoder_channels(width)
+        self.conv1 = nn.Conv2d(3, c1, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c1)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, 64, 3, stride=1)
-        self.layer2 = self._make_layer(64, 128, 4, stride=2)
-        self.layer3 = self._make_layer(128, 256, 6, stride=2)
-        self.layer4 = self._make_layer(256, 512, 3, stride=2)
+        self.layer1 = self._make_layer(c1, c1, 3, stride=1)
+        self.layer2 = self._make_layer(c1, c2, 4, stride=2)
+        self.layer3 = self._make_layer(c2, c3, 6, stride=2)
+        self.layer4 = self._make_layer(c3, c4, 3, stride=2)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -184,12 +208,13 @@ class DecoderBlock(nn.Module):
 class LinkNetDecoder(nn.Module):
     """The four D-LinkNet decoder blocks with optional additive skips (d3fnet.md §2.3).
 
-    ``block4`` 512->256, ``block3`` 256->128, ``block2`` 128->64, ``block1`` 64->64.
+    ``block4`` 512->256, ``block3`` 256->128, ``block2`` 128->64, ``block1`` 64->64 (at the
+    paper's ``width`` 64; channels scale with ``width``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = PAPER_WIDTH) -> None:
         super().__init__()
-        c1, c2, c3, c4 = ENCODER_CHANNELS
+        c1, c2, c3, c4 = encoder_channels(width)
         self.block4 = DecoderBlock(c4, c3)
         self.block3 = DecoderBlock(c3, c2)
         self.block2 = DecoderBlock(c2, c1)
@@ -222,13 +247,15 @@ class LinkNetHead(nn.Module):
     """D-LinkNet head: 4x4/2 transposed conv 64->32 + ReLU, 3x3 conv + ReLU, 3x3 conv 32->1.
 
     Returns logits; the reference's final sigmoid is left to the caller (d3fnet.md §2.4).
+    Channels 64/32 at the paper's ``width`` 64 (``width`` and ``width / 2`` in general).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = PAPER_WIDTH) -> None:
         super().__init__()
-        self.deconv1 = nn.ConvTranspose2d(ENCODER_CHANNELS[0], 32, 4, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 1, 3, padding=1)
+        c1 = encoder_channels(width)[0]
+        self.deconv1 = nn.ConvTranspose2d(c1, c1 // 2, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(c1 // 2, c1 // 2, 3, padding=1)
+        self.conv3 = nn.Conv2d(c1 // 2, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 64, H/2, W/2) -> (B, 1, H, W)`` logits."""

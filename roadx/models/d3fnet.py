@@ -24,11 +24,12 @@ from torch import nn
 
 from roadx.errors import InputError
 from roadx.models.blocks import (
-    ENCODER_CHANNELS,
+    PAPER_WIDTH,
     LinkNetDecoder,
     LinkNetHead,
     ResNet34Encoder,
     check_input,
+    encoder_channels,
     validate_dilations,
 )
 from roadx.models.card import ModelCard
@@ -267,10 +268,10 @@ class DDFM(nn.Module):
     (structural first) and fused by a 1x1 conv 128->64 + BN + ReLU.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = PAPER_WIDTH) -> None:
         super().__init__()
-        c = ENCODER_CHANNELS[0]
-        self.shared = LinkNetDecoder()
+        c = encoder_channels(width)[0]
+        self.shared = LinkNetDecoder(width)
         self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
 
     def forward(self, s: torch.Tensor, a: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -289,6 +290,8 @@ class D3FNet(nn.Module):
         dilations: DADE dilation rates (default: paper's 1, 3, 5, 9).
         causal: Causal mask in the differential attention (default on, as the released code).
         attention: ``"sdpa"`` (fused, default) or ``"explicit"``; see :class:`DiffAttention`.
+        width: Base channel width (64: the paper's model; e.g. 8 for a tiny test model with
+            the same layers, see :func:`roadx.models.blocks.encoder_channels`).
 
     References:
         Liu et al., ICCV-W 2025, arXiv 2508.15537; ``shared/specs/d3fnet.md`` §3.
@@ -300,13 +303,15 @@ class D3FNet(nn.Module):
         *,
         causal: bool = True,
         attention: AttentionImpl = "sdpa",
+        width: int = PAPER_WIDTH,
     ) -> None:
         super().__init__()
         self.dilations = validate_dilations(dilations)
-        self.encoder = ResNet34Encoder()
-        self.center = DADE(ENCODER_CHANNELS[3], self.dilations, causal=causal, attention=attention)
-        self.decoder = DDFM()
-        self.head = LinkNetHead()
+        channels = encoder_channels(width)
+        self.encoder = ResNet34Encoder(width)
+        self.center = DADE(channels[3], self.dilations, causal=causal, attention=attention)
+        self.decoder = DDFM(width)
+        self.head = LinkNetHead(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict road logits.
@@ -332,6 +337,7 @@ def d3fnet34(
     dilations: Sequence[int] = PAPER_DILATIONS,
     causal: bool = True,
     attention: AttentionImpl = "sdpa",
+    width: int = PAPER_WIDTH,
 ) -> D3FNet:
     """Build D3FNet (ResNet-34) with random weights (nothing is downloaded).
 
@@ -340,11 +346,12 @@ def d3fnet34(
             :data:`RELEASED_CODE_DILATIONS`.
         causal: Causal attention mask (default on, as the released code).
         attention: ``"sdpa"`` (default) or ``"explicit"`` (see :class:`DiffAttention`).
+        width: Base channel width, 64 (paper) or a smaller multiple of 4.
 
     Returns:
         The model, in training mode.
 
     Raises:
-        InputError: For invalid ``dilations`` or ``attention``.
+        InputError: For invalid ``dilations``, ``attention`` or ``width``.
     """
-    return D3FNet(dilations=dilations, causal=causal, attention=attention)
+    return D3FNet(dilations=dilations, causal=causal, attention=attention, width=width)

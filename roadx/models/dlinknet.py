@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadx.models.blocks import (
-    ENCODER_CHANNELS,
+    PAPER_WIDTH,
     LinkNetDecoder,
     LinkNetHead,
     ResNet34Encoder,
     check_input,
+    encoder_channels,
     validate_dilations,
 )
 from roadx.models.card import ModelCard
@@ -82,18 +83,22 @@ class DLinkNet(nn.Module):
 
     Args:
         dilations: Dilation rates of the centre block (reference: 1, 2, 4, 8).
+        width: Base channel width (64: the reference model; a smaller multiple of 4 gives a
+            tiny model with the same layers).
 
     References:
         Zhou et al., CVPR-W 2018; ``shared/specs/d3fnet.md`` §2.
     """
 
-    def __init__(self, dilations: Sequence[int] = (1, 2, 4, 8)) -> None:
+    def __init__(
+        self, dilations: Sequence[int] = (1, 2, 4, 8), *, width: int = PAPER_WIDTH
+    ) -> None:
         super().__init__()
         self.dilations = tuple(int(d) for d in dilations)
-        self.encoder = ResNet34Encoder()
-        self.center = Dblock(ENCODER_CHANNELS[3], self.dilations)
-        self.decoder = LinkNetDecoder()
-        self.head = LinkNetHead()
+        self.encoder = ResNet34Encoder(width)
+        self.center = Dblock(encoder_channels(width)[3], self.dilations)
+        self.decoder = LinkNetDecoder(width)
+        self.head = LinkNetHead(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict road logits.
@@ -114,16 +119,19 @@ class DLinkNet(nn.Module):
         return self.head(d1)  # (B, 1, H, W)
 
 
-def dlinknet34(*, dilations: Sequence[int] = (1, 2, 4, 8)) -> DLinkNet:
+def dlinknet34(
+    *, dilations: Sequence[int] = (1, 2, 4, 8), width: int = PAPER_WIDTH
+) -> DLinkNet:
     """Build D-LinkNet34 with random weights (nothing is downloaded).
 
     Args:
         dilations: Four dilation rates of the centre block (reference: 1, 2, 4, 8).
+        width: Base channel width, 64 (reference) or a smaller multiple of 4.
 
     Returns:
         The model, in training mode.
 
     Raises:
-        InputError: If ``dilations`` does not hold four positive integers.
+        InputError: If ``dilations`` does not hold four positive integers, or a bad ``width``.
     """
-    return DLinkNet(dilations=validate_dilations(dilations))
+    return DLinkNet(dilations=validate_dilations(dilations), width=width)

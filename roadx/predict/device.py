@@ -1,67 +1,19 @@
-"""Compute device selection, mixed precision and the out-of-memory batch back-off.
+"""The out-of-memory batch back-off of the forward pass.
+
+Device and precision are chosen in :mod:`roadx.runtime` (one policy for predict and train).
 
 Background: ``../shared/specs/pipeline-anchors.md`` §4.3 (keep AMP; back off the batch on
 CUDA OOM).
 """
 
-import contextlib
 import logging
 from collections.abc import Callable
 
 import torch
 
-from roadx.errors import DeviceError, InputError
+from roadx.errors import DeviceError
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn a device name into a :class:`torch.device`.
-
-    Args:
-        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
-            ``"cuda:N"``.
-
-    Returns:
-        The device to run the model on.
-
-    Raises:
-        roadx.errors.DeviceError: if CUDA was requested but is not available.
-        roadx.errors.InputError: for any other name.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                "CUDA was requested but torch.cuda.is_available() is False; use --device cpu"
-            )
-        return torch.device(name)
-    raise InputError(f"unknown device {name!r}; expected 'auto', 'cpu' or 'cuda'")
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """Return the autocast dtype for ``device``: bfloat16, or float16 on CUDA without bf16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def autocast(device: torch.device, *, enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """Return the mixed-precision context for a forward pass on ``device``.
-
-    Args:
-        device: where the model runs.
-        enabled: False gives a no-op context (full float32).
-
-    Returns:
-        A ``torch.autocast`` context (bf16 on CPU; bf16 or fp16 on CUDA), or a null context.
-    """
-    if not enabled or device.type not in ("cpu", "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=autocast_dtype(device))
 
 
 class BackoffForward:
@@ -105,7 +57,7 @@ class BackoffForward:
                 if n == 1:
                     raise DeviceError(
                         f"out of memory on {self.device} with a single "
-                        f"{tuple(x.shape[1:])} window; use smaller --tile-px, --tta none "
+                        f"{tuple(x.shape[1:])} window; use a smaller --tile, --tta none "
                         "or --device cpu"
                     ) from exc
                 self.chunk = n // 2

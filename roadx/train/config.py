@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from roadx.errors import InputError
+from roadx.runtime import PRECISION_NAMES, DeviceName, PrecisionName
 
 DatasetFormat = Literal["auto", "deepglobe", "folders", "gis"]
-Device = Literal["auto", "cpu", "cuda"]
+Device = DeviceName
 
 _PATH_FIELDS = {"output", "init", "resume", "val_list", "cache_dir"}
 _PATH_TUPLE_FIELDS = {"data", "labels"}
@@ -35,6 +36,9 @@ class TrainConfig:
         source_gsd_m: GSD of non-georeferenced images (None: 0.5 m for DeepGlobe, 1.0 m for
             image/mask folders, the Massachusetts Roads resolution).
         model: registered architecture (``roadx models`` lists them).
+        model_kwargs: builder arguments of a model trained from scratch (e.g.
+            ``{"width": 16}`` for a narrow, fast D3FNet; ``roadx models`` shows the
+            architectures). Ignored with ``init``, whose checkpoint carries its own.
         output: run folder for metrics.csv, checkpoints and config.json.
         init: weights to fine-tune from (a roadx ``.safetensors`` of the same architecture).
         resume: run folder of an interrupted run to continue exactly.
@@ -57,7 +61,10 @@ class TrainConfig:
         sensor_aug: probability of the sensor augmentation (gamma, contrast, band gains,
             grey; :class:`roadx.train.augment.AugmentParams`), 0 = the §5.2 chain only.
         device: ``auto`` picks CUDA when available.
-        amp: mixed precision (bf16 on CPU; bf16 or fp16 on CUDA).
+        precision: ``auto`` (bf16 autocast only on CPUs with native bf16, else fp32; bf16,
+            or fp16 with a gradient scaler, on CUDA; :func:`roadx.runtime.choose_precision`),
+            or a forced ``fp32``, ``bf16`` or ``fp16``. Older configs' ``amp: false`` reads
+            as ``fp32`` and ``amp: true`` as ``auto``.
         workers: DataLoader worker processes (0 = load in the main process).
         threads: torch CPU threads (None: torch's default).
         seed: seed of model init, split and crop sampling.
@@ -92,8 +99,9 @@ class TrainConfig:
     road_crop_ratio: float = 0.8
     min_source_share: float = 0.0
     sensor_aug: float = 0.0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     device: Device = "auto"
-    amp: bool = True
+    precision: PrecisionName = "auto"
     workers: int = 0
     threads: int | None = None
     seed: int = 0
@@ -118,6 +126,10 @@ class TrainConfig:
             problems.append(f"sensor_aug={self.sensor_aug} (expected a probability, 0..1)")
         if self.lr <= 0 or self.road_width_m <= 0:
             problems.append("lr and road_width_m must be positive")
+        if not isinstance(self.model_kwargs, dict):
+            problems.append(f"model_kwargs={self.model_kwargs!r} (expected a table/object)")
+        if self.precision not in PRECISION_NAMES:
+            problems.append(f"precision={self.precision!r} (expected one of {PRECISION_NAMES})")
         if self.gsd_m is not None and self.gsd_m <= 0:
             problems.append(f"gsd_m={self.gsd_m} (expected metres per pixel > 0)")
         if problems:
@@ -147,6 +159,10 @@ class TrainConfig:
         Raises:
             InputError: unknown keys or invalid values.
         """
+        values = dict(values)
+        if "amp" in values:  # roadx 0.1 configs: amp on/off before the precision policy
+            amp = values.pop("amp")
+            values.setdefault("precision", "auto" if amp else "fp32")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:

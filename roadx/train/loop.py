@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from roadx.errors import CheckpointError, DatasetError, DeviceError, InputError, OutputExistsError
+from roadx.errors import CheckpointError, DatasetError, InputError, OutputExistsError
 from roadx.metrics import Confusion, confusion
 from roadx.models import (
     ModelCard,
@@ -46,6 +45,8 @@ from roadx.train.data import (
 from roadx.train.datasets import discover_samples, read_val_list, split_samples
 from roadx.train.loss import dice_bce_loss
 from roadx.train.provenance import build_card
+from roadx.runtime.device import resolve_device
+from roadx.runtime.precision import choose_precision
 from roadx.train.state import RunState, append_metrics, load_state, lr_at, save_state
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ class TrainResult:
         skipped: (path, reason) of samples that could not be used.
         train_tiles: images trained on (each crop of a tile counts).
         val_tiles: images validated on.
+        device: where the run trained, e.g. ``"cpu"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``, as chosen by
+            :func:`roadx.runtime.choose_precision`.
+        precision_reason: why that precision (capability or request).
     """
 
     run_dir: Path
@@ -107,28 +112,9 @@ class TrainResult:
     skipped: list[tuple[Path, str]]
     train_tiles: int
     val_tiles: int
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU.
-
-    Raises:
-        DeviceError: ``cuda`` was asked for and is not available.
-    """
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was given but no CUDA GPU is available; use --device cpu.")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def _autocast(device: torch.device, amp: bool) -> tuple[Callable[[], Any], bool]:
-    """(context factory, use GradScaler): bf16 on CPU and capable GPUs, else fp16 + scaler."""
-    if not amp:
-        return nullcontext, False
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.float16)), True
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), False
+    device: str = "cpu"
+    precision: str = "fp32"
+    precision_reason: str = ""
 
 
 def band_channels(card: ModelCard) -> tuple[int, ...]:
@@ -145,7 +131,8 @@ def band_channels(card: ModelCard) -> tuple[int, ...]:
 
 def _base_model(config: TrainConfig) -> tuple[torch.nn.Module, ModelCard, dict[str, Any]]:
     if config.init is None:
-        return create_model(config.model), get_card(config.model), {}
+        kwargs = dict(config.model_kwargs)
+        return create_model(config.model, **kwargs), get_card(config.model), kwargs
     model, card = load_checkpoint(config.init)
     if card.name != config.model:
         raise CheckpointError(
@@ -260,7 +247,11 @@ def fit(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    autocast, use_scaler = _autocast(device, config.amp)
+    precision = choose_precision(config.precision, device)
+    logger.info("training on %s in %s (%s)", device, precision.name, precision.reason)
+
+    def autocast() -> Any:
+        return precision.autocast(device)
 
     # 1. data and model
     model, base_card, model_kwargs = _base_model(config)
@@ -284,7 +275,7 @@ def fit(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = RunState()
     if config.resume is not None:
         saved = load_state(run_dir)
@@ -311,7 +302,7 @@ def fit(
     def save_weights(path: Path, row: dict[str, float]) -> None:
         epoch_card = build_card(
             card, config=config, train_tiles=train_tiles, val_tiles=val_tiles,
-            epochs_done=state.epoch + 1, metrics=row,
+            epochs_done=state.epoch + 1, metrics=row, precision=precision.name,
         )
         save_checkpoint(path, model, card=epoch_card, model_kwargs=model_kwargs)
 
@@ -389,4 +380,5 @@ def fit(
     return TrainResult(
         run_dir, best_path, last_path, state.best_iou if windows else -1.0, state.best_epoch,
         state.epoch, state.history, skipped, len(train_tiles), len(val_tiles),
+        str(device), precision.name, precision.reason,
     )

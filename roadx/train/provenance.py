@@ -46,6 +46,7 @@ def build_card(
     val_tiles: Sequence[Tile],
     epochs_done: int,
     metrics: dict[str, float] | None,
+    precision: str | None = None,
 ) -> ModelCard:
     """The card of a checkpoint written by ``roadx train``.
 
@@ -56,6 +57,8 @@ def build_card(
         val_tiles: tiles held out.
         epochs_done: finished epochs when the checkpoint is written.
         metrics: the validation row of that epoch (None before any epoch).
+        precision: the precision the run computed in (``fp32``/``bf16``/``fp16``; None:
+            the requested ``config.precision``).
 
     Returns:
         ``base`` with ``gsd_m``, ``license`` (data note appended), ``description`` and
@@ -85,7 +88,7 @@ def build_card(
         "augmentation": "d3fnet.md §5.2 (HSV, shift/scale, flips, rot90)"
         + (f" + sensor p={config.sensor_aug:g}" if config.sensor_aug else ""),
         "min_source_share": config.min_source_share,
-        "amp": config.amp,
+        "precision": precision or config.precision,
         "seed": config.seed,
         "val_metrics": dict(metrics) if metrics else {},
     }
