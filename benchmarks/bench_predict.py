@@ -199,8 +199,7 @@ def run_one(scene: Path, weights: str, args: argparse.Namespace, out_dir: Path) 
     roadx.models.load_checkpoint = timed_load  # type: ignore[assignment]
     out = out_dir / f"{scene.stem}.gpkg"
     prob = out_dir / f"{scene.stem}_prob.tif"
-    options = PredictOptions(tta=args.tta, batch_size=args.batch_size, precision=args.precision,
-                             engine=args.engine)
+    options = PredictOptions(tta=args.tta, batch_size=args.batch_size, precision=args.precision)
     t0 = time.perf_counter()
     result = extract(
         scene, out,
@@ -217,7 +216,6 @@ def run_one(scene: Path, weights: str, args: argparse.Namespace, out_dir: Path) 
         "area_km2": result.area_km2,
         "windows": result.windows,
         "precision": result.precision,
-        "engine": result.engine,
         "concurrent": not args.sequential,
         "wall_s": round(wall, 1),
         "windows_per_s": round(result.windows / wall, 3),
@@ -229,7 +227,7 @@ def run_one(scene: Path, weights: str, args: argparse.Namespace, out_dir: Path) 
         "roads": result.roads,
         "total_km": result.total_km,
     }
-    if args.forward_only and not stand_in_model and models and args.engine == "torch":
+    if args.forward_only and not stand_in_model and models:
         # the same forward calls again, alone: same shapes, precision and memory format
         model = models[0]
         device = next(model.parameters()).device
@@ -259,7 +257,6 @@ def main() -> None:
     parser.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--engine", default="torch", choices=["torch", "openvino"])
     parser.add_argument("--sequential", action="store_true",
                         help="vectorize/write in the model's thread (the concurrent path's twin)")
     parser.add_argument("--ceiling", action="store_true",
@@ -309,8 +306,7 @@ def main() -> None:
                 make_scene(scene, h, w, args.workdir)
         command = [sys.executable, __file__, "--run", str(scene), "--weights", weights,
                    "--tta", args.tta, "--batch-size", str(args.batch_size), "--precision",
-                   args.precision, "--gsd", str(args.gsd), "--workdir", str(args.workdir),
-                   "--engine", args.engine]
+                   args.precision, "--gsd", str(args.gsd), "--workdir", str(args.workdir)]
         command += ["--sequential"] if args.sequential else []
         command += [] if args.forward_only else ["--no-forward-only"]
         proc = subprocess.run(command, check=True, capture_output=True, text=True)

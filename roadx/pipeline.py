@@ -79,9 +79,9 @@ class ExtractOptions:
         overwrite: replace existing outputs.
         predict: TTA, blending, batch size, device, precision, memory format, compile.
         vectorize: threshold, clean-up, pruning and simplification parameters.
-        concurrent: stitch-consumers (probability writer, vectorizer) run on their own
-            thread behind a bounded queue, so the model never waits for them (False: the
-            same work in the model's thread; the output is identical).
+        concurrent: the consumers of stitched bands (probability writer, vectorizer) run on
+            a worker thread behind a bounded queue, so the model does not wait for them
+            (False: the same work in the model's thread; the output is identical).
         threads: torch intra-op CPU threads (None: torch's default, one per core).
     """
 
@@ -119,7 +119,6 @@ class ExtractResult:
     weights: str
     tta: str
     device: str
-    engine: str
     precision: str
     precision_reason: str
     tile_px: int
@@ -208,8 +207,8 @@ def extract(
     """
     from roadx.io import ProbabilityWriter, open_scene, write_roads
     from roadx.models import load_checkpoint
-    from roadx.predict import inference_device, predict_scene
-    from roadx.runtime.device import torch_threads
+    from roadx.predict import predict_scene
+    from roadx.runtime.device import resolve_device, torch_threads
     from roadx.runtime.precision import choose_precision
     from roadx.tiling import TileGrid
 
@@ -218,8 +217,13 @@ def extract(
     if not scene_path.exists():
         raise InputError(f"scene {scene_path} not found")
     _check_outputs(output, options)
+    if options.tile_px is not None and (options.tile_px < 32 or options.tile_px % 32):
+        raise InputError(
+            f"--tile {options.tile_px}: the window must be a positive multiple of 32 px (the "
+            f"networks downsample by 32), e.g. {max(32, round(options.tile_px / 32) * 32)}"
+        )
     weights = _resolve_weights(options)
-    device = inference_device(options.predict)
+    device = resolve_device(options.predict.device)
     precision = choose_precision(options.predict.precision, device)
     model, card = load_checkpoint(weights, device=str(device))
     log.info("precision %s on %s: %s", precision.name, device, precision.reason)
@@ -283,7 +287,6 @@ def extract(
             weights=str(weights),
             tta=options.predict.tta,
             device=str(device),
-            engine=options.predict.engine,
             precision=precision.name,
             precision_reason=precision.reason,
             tile_px=tile_px,

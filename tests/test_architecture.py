@@ -42,7 +42,6 @@ CONFINED = {
     "rich": {"cli"},
     "click": set(),
     "skan": {"vectorize", "metrics"},
-    "openvino": {"predict"},
 }
 
 

@@ -185,3 +185,12 @@ def test_plain_image_with_gsd_gives_pixel_coordinates(tmp_path, weights, monkeyp
         main_ok = exc.code
     assert main_ok in (None, 0)
     assert (tmp_path / "r.gpkg").exists()
+
+
+def test_tile_not_a_multiple_of_32_is_refused_before_any_work(scene, tmp_path, weights,
+                                                               monkeypatch, capsys):
+    out = tmp_path / "r.gpkg"
+    code, err = run_cli(["predict", str(scene), "-o", str(out), "--weights", str(weights),
+                         "--tile", "100"], monkeypatch, capsys)
+    assert_clean_error(code, err, "--tile 100", "multiple of 32", "e.g. 96")
+    assert not out.exists()

@@ -149,34 +149,3 @@ def test_predict_runs_in_the_precision_the_policy_picks(
     _run(forced, PredictOptions(tta="none", device="cpu", precision="fp32", channels_last=False))
     assert forced.calls[0][0] is False and forced.calls[0][2] is False
 
-
-def test_openvino_engine_matches_torch_fp32_on_a_real_scene(shared_data) -> None:  # noqa: ANN001
-    """The optional OpenVINO engine gives the torch fp32 probabilities (within 1e-3) through
-    the real reader, TTA and stitcher, on a real Massachusetts tile; a narrow d3fnet34 keeps
-    the conversion quick."""
-    from roadx.io import open_scene
-    from roadx.models import create_model, get_card
-
-    torch.manual_seed(0)
-    model = create_model("d3fnet34", width=8).eval()
-    card = get_card("d3fnet34")
-    image = shared_data / "massachusetts_lorudarku" / "images" / "10078675_15_0_0.jpg"
-    probs = []
-    for engine in ("torch", "openvino"):
-        options = PredictOptions(tta="flip", device="cpu", precision="fp32", engine=engine,
-                                 batch_size=2)
-        with open_scene(image, gsd_m=1.0, band_order=card.bands) as scene:
-            grid = TileGrid(scene.height, scene.width, tile_px=256, overlap_px=64)
-            bands = predict_scene(scene.read_window, grid, model, card, options)
-            probs.append(np.concatenate([p for _, p in bands]))
-    finite = np.isfinite(probs[0])
-    assert np.array_equal(finite, np.isfinite(probs[1])) and finite.mean() > 0.9
-    assert float(np.abs(probs[0][finite] - probs[1][finite]).max()) < 1e-3
-    assert float(np.ptp(probs[0][finite])) > 1e-3  # the map is not flat
-
-
-def test_openvino_engine_is_cpu_only() -> None:
-    with pytest.raises(InputError, match="runs on the CPU"):
-        PredictOptions(engine="openvino", device="cuda")
-    with pytest.raises(InputError, match="unknown engine"):
-        PredictOptions(engine="onnx")  # type: ignore[arg-type]

@@ -62,13 +62,6 @@ def predict(
         Path | None,
         typer.Option(help="Also write the stitched probability as a tiled, compressed GeoTIFF."),
     ] = None,
-    engine: Annotated[
-        Literal["torch", "openvino"],
-        typer.Option(
-            help="Inference engine: torch, or openvino (CPU; pip install 'roadx[openvino]'; "
-            "~1.6x faster forward passes after a ~20 s conversion, for large scenes)."
-        ),
-    ] = "torch",
     compile_model: Annotated[
         bool,
         typer.Option(
@@ -115,7 +108,7 @@ def predict(
         overwrite=overwrite,
         predict=PredictOptions(
             tta=tta, blend=blend, batch_size=batch_size, device=device, precision=precision,
-            compile=compile_model, engine=engine,
+            compile=compile_model,
         ),
         vectorize=params,
         threads=threads,
@@ -134,8 +127,7 @@ def predict(
                   f"{result.gsd_m} m/px{', resampled' if result.resampled else ''})")
     table.add_row("CRS", result.crs or "none (pixel coordinates)")
     table.add_row("model", f"{result.model} ({result.weights}), TTA {result.tta}")
-    table.add_row("device", f"{result.device} ({result.engine}), {result.precision} "
-                  f"({result.precision_reason})")
+    table.add_row("device", f"{result.device}, {result.precision} ({result.precision_reason})")
     table.add_row("windows", f"{result.windows} of {result.tile_px} px in {result.seconds:.1f} s "
                   f"({result.windows_per_s:.2f} windows/s, {result.km2_per_h:.1f} km²/h)")
     table.add_row("roads", f"{result.roads} lines, {result.total_km:.2f} km, "

@@ -12,7 +12,7 @@ Usage (``scene`` from :func:`roadx.io.open_scene`, ``writer`` a ``ProbabilityWri
 """
 
 from roadx.runtime.device import resolve_device
-from roadx.predict.engine import PredictOptions, ReadFn, inference_device, predict_scene
+from roadx.predict.engine import PredictOptions, ReadFn, predict_scene
 from roadx.predict.stitch import Band, BlendMode, Stitcher
 from roadx.predict.tta import Dihedral, TtaMode, augment, merge, tta_views
 
@@ -25,7 +25,6 @@ __all__ = [
     "Stitcher",
     "TtaMode",
     "augment",
-    "inference_device",
     "merge",
     "predict_scene",
     "resolve_device",

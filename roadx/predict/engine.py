@@ -20,18 +20,18 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from roadx.errors import InputError
 from roadx.predict.device import BackoffForward
+from roadx.predict.stitch import BlendMode, Stitcher
+from roadx.predict.tta import TtaMode, augment, merge, tta_views
 from roadx.runtime import PRECISION_NAMES, DeviceName, PrecisionName
 from roadx.runtime.device import resolve_device
 from roadx.runtime.precision import Precision, choose_precision
-from roadx.predict.stitch import BlendMode, Stitcher
-from roadx.predict.tta import TtaMode, augment, merge, tta_views
 from roadx.tiling import Tile, TileGrid, Window
 
 if TYPE_CHECKING:
@@ -64,9 +64,6 @@ class PredictOptions:
             1.4–1.7× faster in that layout; same values to float rounding).
         compile: wrap the model in ``torch.compile`` (pays on CUDA for long runs; the first
             batch waits for compilation; falls back to eager mode if compilation fails).
-        engine: ``"torch"`` or ``"openvino"`` (CPU only, the optional ``roadx[openvino]``
-            extra: 1.6× faster forward passes on an AVX2 CPU after a ~20 s conversion; see
-            :mod:`roadx.predict.openvino`).
         max_images_per_forward: cap on images (windows × TTA views) per forward pass;
             None: no cap on CUDA (out-of-memory back-off instead), ``CPU_IMAGES_PER_FORWARD``
             on CPU.
@@ -83,7 +80,6 @@ class PredictOptions:
     precision: PrecisionName = "auto"
     channels_last: bool = True
     compile: bool = False
-    engine: Literal["torch", "openvino"] = "torch"
     max_images_per_forward: int | None = None
 
     def __post_init__(self) -> None:
@@ -97,22 +93,6 @@ class PredictOptions:
                 f"unknown precision {self.precision!r}; expected one of "
                 f"{', '.join(PRECISION_NAMES)}"
             )
-        if self.engine not in ("torch", "openvino"):
-            raise InputError(f"unknown engine {self.engine!r}; expected 'torch' or 'openvino'")
-        if self.engine == "openvino" and self.device == "cuda":
-            raise InputError("--engine openvino runs on the CPU; use --device cpu (or auto)")
-
-
-def inference_device(options: PredictOptions) -> torch.device:
-    """The device :func:`predict_scene` runs on for ``options``: the CPU for OpenVINO, else
-    :func:`roadx.runtime.resolve_device` of ``options.device``.
-
-    Raises:
-        roadx.errors.DeviceError: CUDA requested but absent.
-    """
-    if options.engine == "openvino":
-        return torch.device("cpu")
-    return resolve_device(options.device)
 
 
 @dataclass(slots=True)
@@ -155,13 +135,18 @@ class _BatchReader:
                     f"read({tile.read}) returned image {image.shape} and valid {valid.shape}; "
                     f"expected (C, {t}, {t}) and ({t}, {t}) (a boundless read)"
                 )
+            if image.dtype != np.uint8:
+                raise InputError(
+                    f"read({tile.read}) returned {image.dtype} pixels; expected uint8 (roadx.io "
+                    "stretches 16-bit imagery to uint8)"
+                )
             tiles.append(tile)
             has_data.append(bool(valid.any()))
             if has_data[-1]:
                 if buf is None:
                     buf = np.empty((self._batch_size, image.shape[0], t, t), dtype=np.uint8)
                 x = buf[len(valids)]  # (C, t, t) view
-                np.copyto(x, image, casting="unsafe")
+                np.copyto(x, image)
                 # nodata -> 0 (black): training pads crops with black
                 np.copyto(x, np.uint8(0), where=~valid)
                 valids.append(valid)
@@ -176,31 +161,23 @@ class _BatchReader:
 
 
 class _Forward:
-    """``uint8 (n, C, H, W) on the device -> (n * V, 1, H, W) float32 probabilities``.
-
-    Scales on the device (``x * card.input_scale + card.input_offset``), builds the TTA
-    views, and runs the model in the chosen precision and memory format. ``torch.compile``
-    failures fall back to the eager model with a warning.
+    """The model side of a batch: :meth:`scale` turns uint8 windows on the device into the
+    network input (``x * card.input_scale + card.input_offset``); calling maps that input
+    (all TTA views) to float32 probabilities, in the chosen precision and memory format.
+    ``torch.compile`` failures fall back to the eager model with a warning.
     """
 
     def __init__(
         self, model: torch.nn.Module, card: "ModelCard", device: torch.device,
-        precision: Precision, options: PredictOptions, *, window_px: int,
+        precision: Precision, options: PredictOptions,
     ) -> None:
         self.eager = model
         self.model: Callable[[torch.Tensor], torch.Tensor] = model
         self.card = card
         self.device = device
         self.precision = precision
-        self.channels_last = options.channels_last and options.engine == "torch"
-        if options.engine == "openvino":
-            from roadx.predict.openvino import openvino_forward
-
-            self.model = self.eager = openvino_forward(
-                model, channels=len(card.bands), window_px=window_px, precision=precision
-            )
-            self.precision = Precision("fp32", "OpenVINO sets its own")  # no torch autocast
-        elif options.compile:
+        self.channels_last = options.channels_last
+        if options.compile:
             self.model = torch.compile(model)
 
     def scale(self, images: torch.Tensor) -> torch.Tensor:
@@ -274,7 +251,7 @@ def predict_scene(
         roadx.errors.InputError: ``read`` returned wrongly shaped arrays, or the model output
             is not ``(B, 1, H, W)`` (the model itself raises InputError for bad sizes).
     """
-    device = inference_device(options)
+    device = resolve_device(options.device)
     precision = choose_precision(options.precision, device)
     n_views = len(tta_views(options.tta))
     model = model.to(device).eval()
@@ -286,15 +263,14 @@ def predict_scene(
         chunk = min(chunk, options.max_images_per_forward)
     elif device.type == "cpu":
         chunk = min(chunk, CPU_IMAGES_PER_FORWARD)
-    forward = _Forward(model, card, device, precision, options, window_px=grid.tile_px)
+    forward = _Forward(model, card, device, precision, options)
     backoff = BackoffForward(forward, device, chunk=chunk)
     reader = _BatchReader(read, grid, batch_size=options.batch_size, pin=device.type == "cuda")
     logger.info(
-        "predicting %d windows (%dx%d px, tile %d, overlap %d) on %s with %s: tta=%s "
-        "blend=%s precision=%s (%s), %d torch threads",
+        "predicting %d windows (%dx%d px, tile %d, overlap %d) on %s: tta=%s blend=%s "
+        "precision=%s (%s), %d torch threads",
         len(grid), grid.height, grid.width, grid.tile_px, grid.overlap_px, device,
-        options.engine, options.tta, options.blend, precision.name, precision.reason,
-        torch.get_num_threads(),
+        options.tta, options.blend, precision.name, precision.reason, torch.get_num_threads(),
     )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadx-read") as pool:
         pending = pool.submit(reader)
