@@ -114,7 +114,7 @@ def e2e_part(args: argparse.Namespace) -> None:
         options = ExtractOptions(
             weights=weights, resample=False, overwrite=True, concurrent=concurrent,
             probability_path=args.workdir / "prob.tif",
-            predict=PredictOptions(tta="d4", batch_size=args.batch, device="cuda",
+            predict=PredictOptions(tta=args.tta, batch_size=args.batch, device=args.device,
                                    compile=args.compile),
         )
         with UtilisationSampler() as sampler:
@@ -122,7 +122,8 @@ def e2e_part(args: argparse.Namespace) -> None:
             result = extract(scene, args.workdir / "roads.gpkg", options=options)
             wall = time.perf_counter() - t
         print(json.dumps({
-            "e2e": f"{args.size}² at 0.5 m, d4", "concurrent": concurrent,
+            "e2e": f"{args.size}² at 0.5 m, {args.tta}", "device": args.device,
+            "concurrent": concurrent,
             "precision": result.precision, "windows": result.windows,
             "wall_s": round(wall, 1), "windows_per_s": round(result.windows / wall, 2),
             "km2": result.area_km2, "km2_per_h": round(result.area_km2 / wall * 3600),
@@ -137,8 +138,14 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--tta", default="d4")
+    parser.add_argument("--device", default="cuda",
+                        help="cpu: a dry run of the end-to-end part only (checks the script)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/roadx-bench-gpu"))
     args = parser.parse_args()
+    if args.device == "cpu":  # dry run of the end-to-end code path, e.g. before a GPU call
+        e2e_part(args)
+        return
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False)")
     device = torch.device("cuda")
