@@ -453,3 +453,14 @@ def test_int8_file_without_scales_is_rejected(d3f, tmp_path) -> None:
         restore_checkpoint(i8, i8, storage="int8")
     with pytest.raises(OutputError, match="already exists"):
         restore_checkpoint(src, i8, storage="int8")
+
+
+def test_non_finite_weights_are_rejected_at_load(tmp_path) -> None:
+    model = create_model("d3fnet34", width=8)
+    with torch.no_grad():
+        model.head.conv3.weight[0, 0, 0, 0] = float("nan")
+        model.encoder.bn1.running_var[0] = float("inf")
+    path = tmp_path / "diverged.safetensors"
+    save_checkpoint(path, model, card=get_card("d3fnet34"), model_kwargs={"width": 8})
+    with pytest.raises(CheckpointError, match=r"NaN or infinite weights in .*encoder.bn1"):
+        load_checkpoint(path)

@@ -1,6 +1,7 @@
 """Each expected error of ``roadx predict`` / ``roadx vectorize``: exit code 1, a message that
 names the file and the problem, no traceback, and nothing half-written."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -194,3 +195,64 @@ def test_tile_not_a_multiple_of_32_is_refused_before_any_work(scene, tmp_path, w
                          "--tile", "100"], monkeypatch, capsys)
     assert_clean_error(code, err, "--tile 100", "multiple of 32", "e.g. 96")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [(28, "no space left on device (ENOSPC)"), (13, "permission denied (EACCES)"),
+     (30, "read-only file system (EROFS)"), (36, "file name too long (ENAMETOOLONG)")],
+)
+def test_os_errors_are_one_clean_line(scene, tmp_path, weights, monkeypatch, capsys,
+                                      number, reason):
+    """Disk full, no permission, read-only disk, long names: one unwrapped ``error:`` line
+    naming the file, exit 1, no traceback (root ignores permissions, so the error is raised
+    where the vector writer opens its output)."""
+    import roadx.io
+
+    out = tmp_path / ("a-long-folder-name-" * 4) / "roads.gpkg"
+    out.parent.mkdir()
+
+    def failing_write(network, path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        raise OSError(number, os.strerror(number), str(path))
+
+    monkeypatch.setattr(roadx.io, "write_roads", failing_write)
+    code, err = run_cli(["predict", str(scene), "-o", str(out), "--weights", str(weights),
+                         "--tta", "none"], monkeypatch, capsys)
+    assert_clean_error(code, err, reason, str(out))
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and str(out) in error_lines[0]  # not wrapped at 80 columns
+    assert not out.exists()
+
+
+def test_sigterm_during_predict_cleans_up_and_exits_130(tmp_path):
+    """``kill`` (SIGTERM, as sent by timeout and schedulers) during the forward passes: the
+    run stops like Ctrl-C, removes its partial probability raster and writes nothing."""
+    import signal
+    import subprocess
+    import time
+
+    rng = np.random.default_rng(1)
+    big = write_tif(tmp_path / "big.tif", rng.integers(0, 255, (3, 2048, 2048), dtype=np.uint8))
+    weights = tmp_path / "w.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(weights, create_model("d3fnet34", width=16), card=get_card("d3fnet34"),
+                    model_kwargs={"width": 16})
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "roadx", "predict", str(big), "-o", str(out_dir / "r.gpkg"),
+         "--weights", str(weights), "--prob", str(out_dir / "p.tif"), "--tile", "256",
+         "--tta", "d4", "--threads", "1", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(out_dir.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until the probability raster's partial file exists
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)  # into the forward passes
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert list(out_dir.iterdir()) == []  # no output, no partial left behind
+    assert big.stat().st_size > 0

@@ -6,12 +6,16 @@ code 1 (no traceback unless ``ROADX_DEBUG=1``). Exit codes: 0 success, 1 error, 
 error, 130 interrupted.
 """
 
+import errno
 import os
+import signal
 
 import typer
 
 from roadx import __version__
 from roadx.cli import convert_weights, evaluate, models, predict, train, vectorize
+from rich.markup import escape as markup_escape
+
 from roadx.cli.console import err_console
 from roadx.errors import RoadxError
 
@@ -52,12 +56,53 @@ app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 
 
+_OS_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "is a folder, expected a file",
+    errno.ENOTDIR: "a part of the path is not a folder",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an operating-system error: ``"<file>: <reason> (<errno name>)"``."""
+    reason = _OS_REASONS.get(err.errno or -1, err.strerror or str(err))
+    name = errno.errorcode.get(err.errno or -1)
+    where = err.filename if err.filename is not None else "roadx"
+    return f"{where}: {reason}" + (f" ({name})" if name else "")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(message: str) -> None:
+    # soft_wrap: one unwrapped line, also when stderr is a file or pipe (paths stay whole)
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    if os.environ.get("ROADX_DEBUG") == "1":
+        err_console.print_exception(show_locals=False)
+    raise SystemExit(1) from None
+
+
 def main() -> None:
-    """Run the CLI; the single place where library errors become exit codes."""
+    """Run the CLI; the single place where errors become exit codes.
+
+    roadx's own errors and operating-system errors (permissions, read-only or full disks, too
+    long names) print one ``error:`` line and exit 1; ``ROADX_DEBUG=1`` adds the traceback.
+    SIGTERM (``kill``, ``timeout``, schedulers) is handled like Ctrl-C: partial outputs are
+    removed and the exit code is 130.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(standalone_mode=True)
     except RoadxError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
-        if os.environ.get("ROADX_DEBUG") == "1":
-            err_console.print_exception(show_locals=False)
-        raise SystemExit(1) from None
+        _fail(markup_escape(str(err)))
+    except OSError as err:
+        _fail(markup_escape(describe_os_error(err)))
+    except MemoryError:
+        _fail("out of memory; use a smaller --tile or --batch-size, or --tta none")

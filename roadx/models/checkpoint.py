@@ -351,8 +351,8 @@ def load_checkpoint(
         InputError: The file does not exist.
         CheckpointError: Not a safetensors file, corrupt header, missing roadx metadata,
             unknown architecture, or tensors that do not match the architecture (missing or
-            unexpected keys, shape mismatch; the message lists some), or int8 weights
-            without their scales.
+            unexpected keys, shape mismatch; the message lists some), int8 weights
+            without their scales, or NaN/infinite weights.
     """
     path = Path(path)
     meta = read_checkpoint_metadata(path)
@@ -387,6 +387,13 @@ def load_checkpoint(
     problem = describe_mismatch(_shapes(model.state_dict()), _shapes(state))
     if problem:
         raise CheckpointError(f"{path} does not match architecture {name!r}: {problem}.")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights in {', '.join(broken[:3])}{more} (a diverged "
+            "training run?); use another checkpoint, e.g. an earlier best.safetensors."
+        )
     model.load_state_dict(state, strict=True, assign=True)
     logger.debug("loaded checkpoint %s (%s, version %s)", path, name, meta.get(KEY_VERSION))
     return model.to(device).eval(), card
