@@ -217,6 +217,12 @@ def extract(
     if not scene_path.exists():
         raise InputError(f"scene {scene_path} not found")
     _check_outputs(output, options)
+    for out in (output, options.probability_path):
+        if out is not None and Path(out).resolve() == scene_path.resolve():
+            raise OutputError(
+                f"{out} is the input scene {scene_path} (also through links); roadx never "
+                "writes over its input: choose another output path"
+            )
     if options.tile_px is not None and (options.tile_px < 32 or options.tile_px % 32):
         raise InputError(
             f"--tile {options.tile_px}: the window must be a positive multiple of 32 px (the "

@@ -256,3 +256,16 @@ def test_sigterm_during_predict_cleans_up_and_exits_130(tmp_path):
     assert "Traceback" not in err
     assert list(out_dir.iterdir()) == []  # no output, no partial left behind
     assert big.stat().st_size > 0
+
+
+def test_prob_naming_the_input_scene_is_refused_even_with_overwrite(scene, tmp_path, weights,
+                                                                    monkeypatch, capsys):
+    before = scene.read_bytes()
+    link = tmp_path / "link.tif"
+    link.symlink_to(scene)
+    for target in (scene, link):
+        code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "r.gpkg"),
+                             "--weights", str(weights), "--prob", str(target), "--overwrite"],
+                            monkeypatch, capsys)
+        assert_clean_error(code, err, "is the input scene", "never writes over its input")
+    assert scene.read_bytes() == before and not (tmp_path / "r.gpkg").exists()

@@ -4,6 +4,7 @@ GeoTIFFs."""
 
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -399,3 +400,29 @@ def test_open_probability_errors(tmp_path: Path) -> None:
         open_probability(plain)
     with open_probability(plain, gsd_m=2.0) as raster:
         assert not raster.georeferenced and raster.pixel_size_m == (2.0, 2.0)
+
+
+def test_two_writers_of_the_same_output_do_not_share_a_temporary_file(tmp_path: Path) -> None:
+    """Two runs with the same --prob: each writes its own temporary file; the one that
+    finishes last is the output, complete, with normal file permissions; nothing is left."""
+    import stat
+
+    out = tmp_path / "prob.tif"
+    first = ProbabilityWriter(out, width=64, height=32, crs=UTM, transform=T05)
+    second = ProbabilityWriter(out, width=64, height=32, crs=UTM, transform=T05, overwrite=True)
+    assert first._partial != second._partial and first._partial.parent == tmp_path
+    first.write(Window(0, 0, 32, 64), np.full((32, 64), 0.25, np.float32))
+    second.write(Window(0, 0, 32, 64), np.full((32, 64), 0.75, np.float32))
+    first.close()
+    second.close()
+    with rasterio.open(out) as src:
+        assert np.all(src.read(1) == round(0.75 * 254))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prob.tif"]
+    mode = stat.S_IMODE(out.stat().st_mode)
+    assert mode & 0o044 == 0o044 & ~_umask()  # group/other read as for any new file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -64,8 +64,19 @@ def check_output_path(
 
 
 def partial_path(path: Path) -> Path:
-    """Return the temporary name a single-file writer uses: ``<name>.partial`` beside ``path``."""
-    return path.with_name(path.name + PARTIAL_SUFFIX)
+    """Create the temporary file a single-file writer writes to, beside ``path``.
+
+    The name is unique (``.<name>.<random>.partial``, created empty with :func:`tempfile.mkstemp`
+    and given the normal permissions of new files), so two runs writing the same output never
+    share a temporary file: each finishes or fails on its own, and the last
+    :func:`os.replace` wins.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    os.close(fd)
+    mask = os.umask(0)  # read the umask: mkstemp leaves 0600, outputs get the usual mode
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    return Path(tmp)
 
 
 def discard(path: Path) -> None:

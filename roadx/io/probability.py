@@ -60,8 +60,10 @@ def encode_probability(prob: np.ndarray) -> np.ndarray:
 class ProbabilityWriter:
     """Write a probability raster window by window; the file appears only on success.
 
-    The data go to ``<path>.partial``; :meth:`close` (or leaving the ``with`` block normally)
-    builds overviews and renames it to ``path`` with :func:`os.replace`. On an exception the
+    The data go to a unique hidden ``.<name>.<random>.partial`` file beside ``path``;
+    :meth:`close` (or leaving the ``with`` block normally) builds overviews and renames it to
+    ``path`` with :func:`os.replace`, so concurrent runs never clobber each other's temporary
+    file. On an exception the
     partial file is removed. Pixels never written read as nodata (255). Memory is one block.
 
     Args:
@@ -86,7 +88,6 @@ class ProbabilityWriter:
         self.width, self.height = int(width), int(height)
         self._partial = partial_path(self.path)
         self._overviews = overviews
-        discard(self._partial)
         profile: dict[str, Any] = dict(
             driver="GTiff", width=self.width, height=self.height, count=1, dtype="uint8",
             nodata=PROB_NODATA, crs=crs, transform=transform, tiled=True,
