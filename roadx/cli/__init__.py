@@ -70,11 +70,12 @@ _OS_REASONS = {
 
 
 def describe_os_error(err: OSError) -> str:
-    """One line for an operating-system error: ``"<file>: <reason> (<errno name>)"``."""
+    """One line for an operating-system error: ``"<file>: <reason> (<errno name>)"`` (the
+    file part only when the error names one, e.g. not for GDAL's own I/O errors)."""
     reason = _OS_REASONS.get(err.errno or -1, err.strerror or str(err))
     name = errno.errorcode.get(err.errno or -1)
-    where = err.filename if err.filename is not None else "roadx"
-    return f"{where}: {reason}" + (f" ({name})" if name else "")
+    text = reason if err.filename is None else f"{err.filename}: {reason}"
+    return text + (f" ({name})" if name else "")
 
 
 def _interrupt(signum: int, frame: object) -> None:
