@@ -162,9 +162,9 @@ def _resolve_weights(options: ExtractOptions) -> Path:
 
 
 def _check_outputs(output: Path, options: ExtractOptions) -> None:
-    from roadx.io import check_output_path
+    from roadx.io import check_output_path, vector_output_paths
 
-    check_output_path(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
+    vector_output_paths(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
     if options.probability_path is not None:
         check_output_path(
             options.probability_path, overwrite=options.overwrite, suffixes=PROBABILITY_SUFFIXES
@@ -453,12 +453,12 @@ def vectorize_raster(
             ``gsd_m``.
         roadx.errors.OutputError: unsupported extension, missing folder, or output exists.
     """
-    from roadx.io import check_output_path, open_probability, write_roads
+    from roadx.io import open_probability, vector_output_paths, write_roads
 
     probability_path, output = Path(probability_path), Path(output)
     if not probability_path.exists():
         raise InputError(f"probability raster {probability_path} not found")
-    check_output_path(output, overwrite=overwrite, suffixes=VECTOR_SUFFIXES)
+    vector_output_paths(output, overwrite=overwrite, suffixes=VECTOR_SUFFIXES)
     start = time.perf_counter()
     with open_probability(probability_path, gsd_m=gsd_m) as raster:
         _check_geojson_possible(probability_path, raster, output)

@@ -269,3 +269,16 @@ def test_prob_naming_the_input_scene_is_refused_even_with_overwrite(scene, tmp_p
                             monkeypatch, capsys)
         assert_clean_error(code, err, "is the input scene", "never writes over its input")
     assert scene.read_bytes() == before and not (tmp_path / "r.gpkg").exists()
+
+
+def test_existing_shapefile_junctions_companion_fails_before_any_work(scene, tmp_path, weights,
+                                                                      monkeypatch, capsys):
+    companion = tmp_path / "roads_junctions.shp"
+    companion.write_bytes(b"an earlier result")
+    prob = tmp_path / "p.tif"
+    code, err = run_cli(["predict", str(scene), "-o", str(tmp_path / "roads.shp"),
+                         "--weights", str(weights), "--prob", str(prob)], monkeypatch, capsys)
+    assert_clean_error(code, err, "roads_junctions.shp exists", "--overwrite")
+    # refused before the probability raster was opened, i.e. before any window ran
+    assert not prob.exists() and companion.read_bytes() == b"an earlier result"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

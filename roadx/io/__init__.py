@@ -4,7 +4,8 @@
   processing grid (band order, global uint16 stretch, validity mask, GSD, resampling).
 * :class:`ProbabilityWriter` / :func:`open_probability`: the uint8 probability GeoTIFF.
 * :func:`write_roads`: GeoPackage / Shapefile / GeoJSON road layers.
-* :func:`check_output_path`: validate outputs before the work starts.
+* :func:`check_output_path`, :func:`vector_output_paths`: validate outputs before the work
+  starts.
 
 Names are resolved lazily, so ``import roadx.io`` does not import rasterio or geopandas.
 """
@@ -20,6 +21,7 @@ _LAZY = {
     "open_probability": "roadx.io.probability",
     "write_roads": "roadx.io.vector",
     "check_output_path": "roadx.io.paths",
+    "vector_output_paths": "roadx.io.paths",
 }
 
 __all__ = sorted(_LAZY)

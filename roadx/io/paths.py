@@ -63,6 +63,35 @@ def check_output_path(
     return out
 
 
+def vector_output_paths(
+    path: str | os.PathLike[str], *, overwrite: bool, suffixes: Sequence[str]
+) -> list[Path]:
+    """Validate every file a road-network output consists of, before any work starts.
+
+    A GeoPackage is one file (layers ``roads`` and ``junctions``); a Shapefile or GeoJSON
+    output is the roads file plus ``<stem>_junctions<suffix>`` beside it. Each is checked
+    with :func:`check_output_path`, so an existing companion without ``overwrite`` fails
+    now rather than after the inference.
+
+    Args:
+        path: the roads output, e.g. ``roads.shp``.
+        overwrite: allow replacing existing files.
+        suffixes: accepted extensions, e.g. ``(".gpkg", ".shp", ".geojson")``.
+
+    Returns:
+        The absolute paths, roads first.
+
+    Raises:
+        roadx.errors.OutputError: see :func:`check_output_path`.
+        roadx.errors.OutputExistsError: a file of the set exists and ``overwrite`` is false.
+    """
+    out = check_output_path(path, overwrite=overwrite, suffixes=suffixes)
+    if out.suffix.lower() == ".gpkg":
+        return [out]
+    companion = out.with_name(f"{out.stem}_junctions{out.suffix}")
+    return [out, check_output_path(companion, overwrite=overwrite, suffixes=(out.suffix,))]
+
+
 def partial_path(path: Path) -> Path:
     """Create the temporary file a single-file writer writes to, beside ``path``.
 

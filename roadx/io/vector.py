@@ -27,7 +27,7 @@ import geopandas as gpd
 import pyogrio
 
 from roadx.errors import OutputError
-from roadx.io.paths import atomic_outputs, check_output_path
+from roadx.io.paths import atomic_outputs, vector_output_paths
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def write_roads(
             for a network without CRS.
         roadx.errors.OutputExistsError: an output exists and ``overwrite`` is false.
     """
-    out = check_output_path(path, overwrite=overwrite, suffixes=tuple(DRIVERS))
+    targets = vector_output_paths(path, overwrite=overwrite, suffixes=tuple(DRIVERS))
+    out = targets[0]
     suffix = out.suffix.lower()
     driver = DRIVERS[suffix]
     edges, nodes = _with_common_crs(network.edges, network.nodes)
@@ -85,10 +86,6 @@ def write_roads(
                 "process a georeferenced scene."
             )
         edges, nodes = edges.to_crs(4326), nodes.to_crs(4326)
-    targets = [out]
-    if suffix != ".gpkg":
-        companion = out.with_name(f"{out.stem}_{JUNCTIONS_LAYER}{out.suffix}")
-        targets.append(check_output_path(companion, overwrite=overwrite, suffixes=(suffix,)))
     options: dict[str, Any] = {"RFC7946": "YES"} if suffix == ".geojson" else {}
     with atomic_outputs(out.parent) as tmp:
         if suffix == ".gpkg":
