@@ -459,8 +459,44 @@ def test_non_finite_weights_are_rejected_at_load(tmp_path) -> None:
     model = create_model("d3fnet34", width=8)
     with torch.no_grad():
         model.head.conv3.weight[0, 0, 0, 0] = float("nan")
-        model.encoder.bn1.running_var[0] = float("inf")
+        model.center.dilate2.bias[3] = float("inf")
     path = tmp_path / "diverged.safetensors"
     save_checkpoint(path, model, card=get_card("d3fnet34"), model_kwargs={"width": 8})
-    with pytest.raises(CheckpointError, match=r"NaN or infinite weights in .*encoder.bn1"):
+    with pytest.raises(CheckpointError, match=r"NaN or infinite weights in .*center.dilate2.bias"):
         load_checkpoint(path)
+
+
+def test_float16_overflowed_batch_norm_variance_loads_as_the_same_function(tmp_path, caplog):
+    """roadx 0.1 saved float16 files in which a running variance above 65504 became inf (the
+    shipped weights had a whole layer of them); such files still load, to a finite model that
+    computes exactly what the inf one did, and new saves keep such tensors in float32."""
+    torch.manual_seed(0)
+    model = create_model("d3fnet34", width=8).eval()
+    with torch.no_grad():
+        model.decoder.shared.block4.norm1.running_var[:5] = 1e6  # overflows float16
+    path = tmp_path / "f16.safetensors"
+    with caplog.at_level("WARNING", logger="roadx"):
+        save_checkpoint(path, model, card=get_card("d3fnet34"), model_kwargs={"width": 8},
+                        dtype=torch.float16)
+    assert "does not fit torch.float16; stored as float32" in caplog.text
+    assert load_file(path)["decoder.shared.block4.norm1.running_var"].dtype == torch.float32
+
+    tensors = load_file(path)  # an old-style file: the variance itself overflowed to inf
+    tensors["decoder.shared.block4.norm1.running_var"] = (
+        tensors["decoder.shared.block4.norm1.running_var"].half()
+    )
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, old, metadata=read_checkpoint_metadata(path))
+    raw = create_model("d3fnet34", width=8).eval()
+    raw.load_state_dict({k: v.float() for k, v in tensors.items()})
+    assert torch.isinf(raw.decoder.shared.block4.norm1.running_var).sum() == 5
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="roadx"):
+        repaired, _ = load_checkpoint(old)
+    channels = raw.decoder.shared.block4.norm1.num_features
+    assert f"5 of {channels} running variances" in caplog.text
+    bn = repaired.decoder.shared.block4.norm1
+    assert torch.isfinite(bn.running_var).all() and torch.equal(bn.weight[:5], torch.zeros(5))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(repaired(x), raw(x))

@@ -260,7 +260,8 @@ def test_cli_predict_reports_the_precision(
 
     scene = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
     expected = choose_precision("auto", torch.device("cpu"))
-    for flag, name, reason in (("auto", expected.name, expected.reason), ("fp32", "fp32", "requested")):
+    cases = (("auto", expected.name, expected.reason), ("fp32", "fp32", "requested"))
+    for flag, name, reason in cases:
         out = tmp_path / f"{flag}.gpkg"
         result = CliRunner().invoke(
             app,

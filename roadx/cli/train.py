@@ -200,7 +200,8 @@ def train(
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "warmup_steps": warmup_steps, "val_crop_px": val_crop_px,
-        "val_max_windows": val_max_windows, "device": device, "precision": precision, "workers": workers,
+        "val_max_windows": val_max_windows, "device": device, "precision": precision,
+        "workers": workers,
         "threads": threads, "seed": seed,
     }
     if resume is not None and config is None and (resume / "config.json").is_file():

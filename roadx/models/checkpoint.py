@@ -15,7 +15,7 @@ Compact storage (``storage="int8"``): every floating-point tensor with two or mo
 float32 scale per slice along dimension 0 (the output channel of ``Conv2d``/``Linear``, the
 input channel of ``ConvTranspose2d``): ``w ≈ q * scale``, ``scale = max|w| / 127``,
 symmetric, round to nearest. The scale sits beside the tensor under ``"<name>::int8_scale"``.
-Other tensors (biases, batch-norm statistics) keep float16. :func:`load_checkpoint`
+Other tensors (biases, batch-norm statistics) stay float32. :func:`load_checkpoint`
 dequantizes to float32 at load, so a 158 MB float32 (79 MB float16) d3fnet34 becomes a
 40 MB file with the same model interface. Weight-only per-channel int8 as in PyTorch's
 ``torch.ao.quantization`` per-channel observers and TensorRT/ONNX weight quantization.
@@ -135,10 +135,15 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def _store(
     state: Mapping[str, torch.Tensor], storage: Storage | None, dtype: torch.dtype | None
 ) -> dict[str, torch.Tensor]:
-    """The tensors to write: cast per ``dtype``, or int8 + scales per ``storage``."""
-    if storage == "float32":
+    """The tensors to write: cast per ``dtype``, or int8 + scales per ``storage``.
+
+    A tensor that a reduced dtype cannot hold (e.g. a batch-norm running variance above
+    float16's 65504, which would become infinite) is kept in float32; in int8 storage the
+    remaining tensors (biases, batch-norm statistics: 0.2 % of the parameters) stay float32.
+    """
+    if storage in ("float32", "int8"):
         dtype = torch.float32
-    elif storage in ("float16", "int8"):
+    elif storage == "float16":
         dtype = torch.float16
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -149,9 +154,37 @@ def _store(
             tensors[key + INT8_SCALE_SUFFIX] = scale.contiguous()
             continue
         if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
+            cast = t.to(dtype)
+            if torch.isfinite(t).all() and not torch.isfinite(cast).all():
+                logger.warning("%s does not fit %s; stored as float32", key, dtype)
+                cast = t.to(torch.float32)
+            t = cast
         tensors[key] = t.contiguous().clone()
     return tensors
+
+
+def _repair_overflowed_batch_norm(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Rewrite infinite batch-norm running variances in an exactly equivalent finite form.
+
+    Older roadx files stored every tensor in float16, where a running variance above 65504
+    became ``inf``. Such a channel's normalised output is 0, so the layer outputs its bias
+    ``β`` there; ``γ = 0`` with variance 1 gives the same output with finite numbers (and lets
+    fine-tuning learn ``γ`` again). Modifies ``state`` in place; logs a warning per layer.
+    """
+    for key in [k for k in state if k.endswith(".running_var")]:
+        var = state[key]
+        weight_key = key.removesuffix("running_var") + "weight"
+        overflowed = torch.isposinf(var)
+        if not overflowed.any() or weight_key not in state:
+            continue
+        state[key] = torch.where(overflowed, torch.ones_like(var), var)
+        state[weight_key] = torch.where(overflowed, torch.zeros_like(state[weight_key]),
+                                        state[weight_key])
+        logger.warning(
+            "%s: %d of %d running variances of %s overflowed float16 (inf); their channels "
+            "output the batch-norm bias, now stored as weight 0 (same output)",
+            path, int(overflowed.sum()), var.numel(), key.removesuffix(".running_var"),
+        )
 
 
 def _restore(tensors: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -384,6 +417,7 @@ def load_checkpoint(
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path} has corrupt tensor data: {err}") from None
     state = _restore(tensors, path)
+    _repair_overflowed_batch_norm(state, path)
     problem = describe_mismatch(_shapes(model.state_dict()), _shapes(state))
     if problem:
         raise CheckpointError(f"{path} does not match architecture {name!r}: {problem}.")
