@@ -137,6 +137,13 @@ def test_config_rejects_bad_values_and_reads_toml(tmp_path: Path) -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(InputError, match="unknown training setting"):
         load_config(None, crop=3)
+    # roadx 0.1 run folders said amp on/off; they resume with the capability policy / fp32
+    assert TrainConfig.from_dict({"amp": True}).precision == "auto"
+    assert TrainConfig.from_dict({"amp": False}).precision == "fp32"
+    with pytest.raises(InputError, match="precision"):
+        TrainConfig(precision="fp8")  # type: ignore[arg-type]
+    toml.write_text('model_kwargs = { width = 16 }\n')
+    assert load_config(toml).model_kwargs == {"width": 16}
 
 
 def test_cli_mixes_layouts_and_reports_skipped_samples(
