@@ -1,10 +1,11 @@
 """Numeric precision of the forward (and backward) pass, chosen by hardware capability.
 
 Why not "bf16 on every CPU": on CPUs without native bf16 arithmetic (no AVX512-BF16, no AMX),
-oneDNN emulates bf16 and autocast becomes 20–150× *slower* than float32 (measured on a
+oneDNN emulates bf16 and autocast becomes many times *slower* than float32 (measured on a
 2-core AVX2 AMD EPYC: one 64→64 3×3 convolution at 256² takes 0.22 s in fp32 and 32.6 s
-under bf16 autocast; d3fnet34 at 128² is 8–19× slower, a 512² bf16 GEMM ~120× slower). On CPUs with AVX512-BF16 or AMX the
-same autocast is faster than float32, so the choice is made per machine, never assumed.
+under bf16 autocast; d3fnet34 at 128² is 8–19× slower, a 512² bf16 GEMM ~120× slower). On
+CPUs with AVX512-BF16 or AMX the same autocast is faster than float32, so the choice is made
+per machine, never assumed.
 
 Sources: PyTorch's CPU capability checks (``torch.cpu._is_avx512_bf16_supported``,
 ``torch.cpu._is_amx_tile_supported``) and ``torch.cuda.is_bf16_supported``; PyTorch AMP
