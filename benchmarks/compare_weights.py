@@ -13,35 +13,20 @@ usage: python benchmarks/compare_weights.py A.safetensors B.safetensors VAL_LIST
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from roadx.io import open_scene
 from roadx.io.samples import read_labelled_pair
 from roadx.metrics import Confusion, confusion
 from roadx.models import load_checkpoint
-from roadx.predict import PredictOptions, predict_scene
-from roadx.tiling import TileGrid
+from roadx.predict import PredictOptions
 from roadx.train.datasets import discover_samples, read_val_list, split_samples
 
-DATA = Path(os.environ.get("ROADX_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-FOLDERS = ["massachusetts_cskanani", "massachusetts_riya_l209", "massachusetts_parth1620",
-           "massachusetts_lorudarku"]
-
-
-def predict(path: Path, model: torch.nn.Module, card, options: PredictOptions) -> np.ndarray:
-    """(H, W) float32 probability of the whole image at 1 m, NaN = nodata."""
-    with open_scene(path, gsd_m=1.0, band_order=card.bands) as scene:
-        grid = TileGrid(scene.height, scene.width, tile_px=1024, overlap_px=256)
-        prob = np.full((scene.height, scene.width), np.nan, np.float32)
-        for window, band in predict_scene(scene.read_window, grid, model, card, options):
-            prob[window.row_off : window.row_off + window.height] = band
-    return prob
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_default_weights import DATA, FOLDERS, predict_image  # noqa: E402
 
 
 def main() -> None:
@@ -62,7 +47,7 @@ def main() -> None:
     max_diff, diff_sum, diff_n = 0.0, 0.0, 0
     for s in val:
         t0 = time.perf_counter()
-        probs = [predict(s.image, m, c, options) for m, c in models]
+        probs = [predict_image(s.image, m, c, options) for m, c in models]
         truth = read_labelled_pair(s.image, s.labels[0], source_gsd_m=1.0, target_gsd_m=1.0)
         valid = truth.valid & np.isfinite(probs[0]) & np.isfinite(probs[1])
         roads = [np.nan_to_num(p) >= 0.5 for p in probs]

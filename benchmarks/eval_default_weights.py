@@ -21,13 +21,26 @@ import torch
 from roadx.io import open_scene
 from roadx.io.samples import read_labelled_pair
 from roadx.metrics import Confusion, confusion
-from roadx.models import load_checkpoint
+from roadx.models import ModelCard, load_checkpoint
 from roadx.predict import PredictOptions, predict_scene
 from roadx.tiling import TileGrid
 from roadx.train.datasets import discover_samples, read_val_list, split_samples
 
 DATA = Path(os.environ.get("ROADX_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FOLDERS = ["massachusetts_cskanani", "massachusetts_riya_l209", "massachusetts_parth1620", "massachusetts_lorudarku"]
+
+
+def predict_image(
+    path: Path, model: torch.nn.Module, card: "ModelCard", options: PredictOptions
+) -> np.ndarray:
+    """(H, W) float32 probability of a whole image at 1 m (1024 px windows, 256 px overlap),
+    NaN = nodata."""
+    with open_scene(path, gsd_m=1.0, band_order=card.bands) as scene:
+        grid = TileGrid(scene.height, scene.width, tile_px=1024, overlap_px=256)
+        prob = np.full((scene.height, scene.width), np.nan, np.float32)
+        for window, band in predict_scene(scene.read_window, grid, model, card, options):
+            prob[window.row_off : window.row_off + window.height] = band
+    return prob
 
 
 def main() -> None:
@@ -49,12 +62,7 @@ def main() -> None:
     rows, total = [], Confusion()
     for s in val:
         t0 = time.perf_counter()
-        scene = open_scene(s.image, gsd_m=1.0, band_order=card.bands)
-        grid = TileGrid(scene.height, scene.width, tile_px=1024, overlap_px=256)
-        prob = np.full((scene.height, scene.width), np.nan, np.float32)
-        for window, band in predict_scene(scene.read_window, grid, model, card, options):
-            prob[window.row_off : window.row_off + window.height] = band
-        scene.close()
+        prob = predict_image(s.image, model, card, options)
         truth = read_labelled_pair(s.image, s.labels[0], source_gsd_m=1.0, target_gsd_m=1.0)
         valid = truth.valid & np.isfinite(prob)
         c = confusion(np.nan_to_num(prob) >= 0.5, truth.road, valid)

@@ -83,6 +83,9 @@ class ExtractOptions:
             a worker thread behind a bounded queue, so the model does not wait for them
             (False: the same work in the model's thread; the output is identical).
         threads: torch intra-op CPU threads (None: torch's default, one per core).
+
+    Raises:
+        roadx.errors.InputError: ``tile_px`` is not a positive multiple of 32.
     """
 
     model: str = DEFAULT_MODEL
@@ -98,6 +101,13 @@ class ExtractOptions:
     vectorize: VectorizeParams = field(default_factory=VectorizeParams)
     concurrent: bool = True
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile_px is not None and (self.tile_px < 32 or self.tile_px % 32):
+            raise InputError(
+                f"--tile {self.tile_px}: the window must be a positive multiple of 32 px (the "
+                f"networks downsample by 32), e.g. {max(32, round(self.tile_px / 32) * 32)}"
+            )
 
 
 @dataclass
@@ -161,7 +171,9 @@ def _resolve_weights(options: ExtractOptions) -> Path:
     return path
 
 
-def _check_outputs(output: Path, options: ExtractOptions) -> None:
+def _check_outputs(scene_path: Path, output: Path, options: ExtractOptions) -> None:
+    """Every output of a run, before any work: writable names, no clash with each other or
+    with the input scene (also through links, also with ``--overwrite``)."""
     from roadx.io import check_output_path, vector_output_paths
 
     vector_output_paths(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
@@ -171,6 +183,12 @@ def _check_outputs(output: Path, options: ExtractOptions) -> None:
         )
         if Path(options.probability_path).resolve() == Path(output).resolve():
             raise OutputError("--prob and -o must be different files")
+    for out in (output, options.probability_path):
+        if out is not None and Path(out).resolve() == scene_path.resolve():
+            raise OutputError(
+                f"{out} is the input scene {scene_path} (also through links); roadx never "
+                "writes over its input: choose another output path"
+            )
 
 
 def extract(
@@ -216,23 +234,11 @@ def extract(
     scene_path, output = Path(scene_path), Path(output)
     if not scene_path.exists():
         raise InputError(f"scene {scene_path} not found")
-    _check_outputs(output, options)
-    for out in (output, options.probability_path):
-        if out is not None and Path(out).resolve() == scene_path.resolve():
-            raise OutputError(
-                f"{out} is the input scene {scene_path} (also through links); roadx never "
-                "writes over its input: choose another output path"
-            )
-    if options.tile_px is not None and (options.tile_px < 32 or options.tile_px % 32):
-        raise InputError(
-            f"--tile {options.tile_px}: the window must be a positive multiple of 32 px (the "
-            f"networks downsample by 32), e.g. {max(32, round(options.tile_px / 32) * 32)}"
-        )
+    _check_outputs(scene_path, output, options)
     weights = _resolve_weights(options)
     device = resolve_device(options.predict.device)
-    precision = choose_precision(options.predict.precision, device)
+    precision = choose_precision(options.predict.precision, device)  # for the summary
     model, card = load_checkpoint(weights, device=str(device))
-    log.info("precision %s on %s: %s", precision.name, device, precision.reason)
 
     start = time.perf_counter()
     with torch_threads(options.threads), open_scene(

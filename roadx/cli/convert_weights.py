@@ -58,10 +58,7 @@ def convert_weights(
             )
         path = restore_checkpoint(src, output, storage=storage, overwrite=overwrite)
     else:
-        path = convert_dlinknet_checkpoint(src, output, overwrite=overwrite)
-        if storage not in (None, "float32"):
-            restore_checkpoint(path, path.with_name(path.name + ".tmp"), storage=storage,
-                               overwrite=True).replace(path)
+        path = convert_dlinknet_checkpoint(src, output, overwrite=overwrite, storage=storage)
     size_mb = path.stat().st_size / 1e6
     card = ModelCard.from_dict(json.loads(read_checkpoint_metadata(path)["roadx.card"]))
     err_console.print(

@@ -24,7 +24,7 @@ from torch import nn
 
 from roadx.errors import CheckpointError, InputError, OutputError, OutputExistsError
 from roadx.models.blocks import ResNet34Encoder
-from roadx.models.checkpoint import describe_mismatch, save_checkpoint
+from roadx.models.checkpoint import Storage, describe_mismatch, save_checkpoint
 from roadx.models.dlinknet import DLINKNET34_CARD, dlinknet34
 
 __all__ = [
@@ -118,7 +118,11 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
 
 
 def convert_dlinknet_checkpoint(
-    src_path: str | os.PathLike[str], dst_path: str | os.PathLike[str], *, overwrite: bool = False
+    src_path: str | os.PathLike[str],
+    dst_path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    storage: Storage | None = None,
 ) -> Path:
     """Convert the original D-LinkNet34 DeepGlobe weights into a roadx ``dlinknet34`` checkpoint.
 
@@ -132,6 +136,8 @@ def convert_dlinknet_checkpoint(
             ``torch.load(weights_only=True)``).
         dst_path: Output ``.safetensors`` file.
         overwrite: Replace ``dst_path`` if it exists.
+        storage: ``"float32"`` (None: the same), ``"float16"`` or ``"int8"`` (per-channel
+            int8 weights, dequantized at load; see :mod:`roadx.models.checkpoint`).
 
     Returns:
         The path written.
@@ -179,6 +185,7 @@ def convert_dlinknet_checkpoint(
         model,
         card=card,
         model_kwargs={"dilations": list(model.dilations)},
+        storage=storage,
         metadata={"roadx.converted_from": src.name},
     )
     logger.info("converted %s -> %s", src, dst)

@@ -4,7 +4,7 @@ One policy for ``roadx predict`` and ``roadx train`` (``roadx.predict`` and ``ro
 both call it), so a precision rule is written once:
 
 - **CPU**: bfloat16 autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX
-  tiles); elsewhere bf16 is emulated and 20–150× slower than float32, so float32.
+  tiles); elsewhere bf16 is emulated and many times slower than float32, so float32.
 - **CUDA**: bfloat16 where the GPU supports it (Ampere and newer), else float16 (training
   then uses a gradient scaler).
 
@@ -12,7 +12,7 @@ This package's ``__init__`` is torch-free (the CLI imports the names below for `
 the functions load torch on first use.
 """
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 """``--device``: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
@@ -21,7 +21,7 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 """``--precision``: ``auto`` (by hardware capability, see the module docstring) or a forced
 float32 / bfloat16-autocast / float16-autocast."""
 
-PRECISION_NAMES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+PRECISION_NAMES: tuple[str, ...] = get_args(PrecisionName)
 
 if TYPE_CHECKING:
     from roadx.runtime.device import resolve_device
