@@ -4,7 +4,9 @@
 the UTM zone of the ground truth's centre (lengths, buffers, radii in metres), clips them to
 the area of interest and computes pixel metrics (:mod:`roadx.metrics.pixel`, when an input is a
 raster) and network metrics (:func:`roadx.metrics.network.compare_networks`: CCQ, APLS,
-junctions, summaries). Non-georeferenced masks are compared in pixel space, pixel metrics only.
+junctions, summaries; then TOPO, :func:`roadx.metrics.topo.topo`, and APLS per tile,
+:func:`roadx.metrics.apls.apls_tiled`, unless switched off). Non-georeferenced masks are
+compared in pixel space, pixel metrics only.
 With ``report_dir`` it writes ``report.json``, ``diff.gpkg`` (layers ``missed``, ``spurious``,
 ``matched``) and ``comparison.png``.
 """
@@ -26,10 +28,12 @@ from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import EvaluationError, InputError, OutputExistsError
 from roadx.io import reference as ref
-from roadx.metrics.apls import AplsParams
+from roadx.metrics.apls import AplsParams, TiledAplsResult, apls_tiled
 from roadx.metrics.figure import Underlay, mask_overlay, plot_comparison
+from roadx.metrics.graph import lines_to_graph
 from roadx.metrics.network import NetworkComparison, NetworkParams, compare_networks
 from roadx.metrics.pixel import PixelReport, pixel_report
+from roadx.metrics.topo import TopoParams, TopoResult, topo
 
 logger = logging.getLogger(__name__)
 REPORT_FILES = ("report.json", "diff.gpkg", "comparison.png")
@@ -50,7 +54,13 @@ class EvalParams:
         apls_max_nodes: control nodes per graph before APLS samples them.
         junction_radius_m: junction matching radius, metres.
         mask_width_m: width at which road lines are burnt into masks for pixel metrics, metres.
-        seed: seed of the APLS node sample.
+        seed: seed of the APLS node sample and of the TOPO seed sample.
+        topo: compute TOPO (Biagioni & Eriksson 2012, Sat2Graph variant).
+        topo_radius_m: TOPO propagation distance from each seed, metres.
+        topo_interval_m: TOPO marble / hole spacing, metres.
+        topo_match_m: TOPO marble-hole matching distance, metres.
+        apls_tiles: compute APLS per tile, averaged (as SpaceNet scored it).
+        apls_tile_m: side of the APLS tiles, metres.
     """
 
     threshold: float = 0.5
@@ -63,12 +73,23 @@ class EvalParams:
     junction_radius_m: float = 10.0
     mask_width_m: float = 4.0
     seed: int = 0
+    topo: bool = True
+    topo_radius_m: float = 300.0
+    topo_interval_m: float = 5.0
+    topo_match_m: float = 10.0
+    apls_tiles: bool = True
+    apls_tile_m: float = 400.0
 
     def network_params(self) -> NetworkParams:
         """The :class:`NetworkParams` of these settings."""
         apls = AplsParams(self.apls_step_m, self.apls_snap_m, self.apls_min_path_m,
                           self.apls_max_nodes, self.seed)
         return NetworkParams(self.buffer_m, apls, self.junction_radius_m)
+
+    def topo_params(self) -> TopoParams:
+        """The :class:`TopoParams` of these settings (other TOPO parameters at defaults)."""
+        return TopoParams(radius_m=self.topo_radius_m, interval_m=self.topo_interval_m,
+                          match_m=self.topo_match_m, seed=self.seed)
 
 
 @dataclass
@@ -81,6 +102,8 @@ class EvalReport:
     params: EvalParams
     pixel: PixelReport | None = None
     network: NetworkComparison | None = None
+    topo: TopoResult | None = None
+    apls_tiles: TiledAplsResult | None = None
     notes: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
 
@@ -96,6 +119,8 @@ class EvalReport:
             "ccq": net.ccq.to_dict() if net else None,
             "apls": net.apls.to_dict() if net else None,
             "junctions": net.junctions.to_dict() if net else None,
+            "topo": self.topo.to_dict() if self.topo else None,
+            "apls_tiles": self.apls_tiles.to_dict() if self.apls_tiles else None,
             "summary": {
                 "prediction": net.pred_summary.to_dict(),
                 "ground_truth": net.gt_summary.to_dict(),
@@ -261,6 +286,7 @@ def evaluate(
     if report.network.apls.sampled:
         report.notes.append(f"APLS sampled {params.apls_max_nodes} control nodes per graph "
                             f"(seed {params.seed})")
+    _topology_metrics(report, gt_lines, pred_lines, region, ignored, stage)
     if grids:
         stage("pixel")
         grid = grids[0]
@@ -277,6 +303,30 @@ def evaluate(
         _write_outputs(report, out_dir, utm, image, overwrite=overwrite,
                        lines={"ground truth": gt_lines, "prediction": pred_lines})
     return report
+
+
+def _topology_metrics(report: EvalReport, gt_lines: list[BaseGeometry],
+                      pred_lines: list[BaseGeometry], region: BaseGeometry | None,
+                      ignored: BaseGeometry | None, stage: Callable[[str], None]) -> None:
+    """TOPO and per-tile APLS into ``report`` (each unless switched off in its params)."""
+    params = report.params
+    if params.topo:
+        stage("topo")
+        report.topo = topo(lines_to_graph(gt_lines), lines_to_graph(pred_lines),
+                           params.topo_params())
+        if report.topo.sampled:
+            report.notes.append(f"TOPO sampled {report.topo.params.max_seeds} seeds "
+                                f"(seed {params.seed})")
+    if params.apls_tiles:
+        stage("apls tiles")
+        area = region
+        if ignored is not None:
+            if area is None:
+                area = shapely.box(*shapely.total_bounds(gt_lines + pred_lines))
+            area = area.difference(ignored)
+        report.apls_tiles = apls_tiled(gt_lines, pred_lines, area=area,
+                                       tile_m=params.apls_tile_m,
+                                       params=params.network_params().apls)
 
 
 def _local_crs(side: _Side) -> CRS:
@@ -408,7 +458,8 @@ def _title(report: EvalReport) -> str:
     parts = [f"{Path(report.prediction).name} vs {Path(report.ground_truth).name}"]
     if (n := report.network) is not None:
         parts.append(f"APLS {n.apls.apls:.3f}  CCQ quality {n.ccq.quality:.3f}  "
-                     f"junction F1 {n.junctions.f1:.3f}")
+                     f"junction F1 {n.junctions.f1:.3f}"
+                     + (f"  TOPO F1 {report.topo.f1:.3f}" if report.topo else ""))
     if (px := report.pixel) is not None:
         parts.append(f"IoU {px.confusion.iou:.3f}  relaxed F1 {px.relaxed.f1:.3f}")
     return "\n".join(parts)

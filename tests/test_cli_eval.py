@@ -54,6 +54,28 @@ def test_json_goes_to_stdout_only(files: dict[str, Path]) -> None:
     assert data["ccq"]["correctness"] == pytest.approx(1.0)
     assert data["summary"]["ground_truth"]["n_junctions"] == 1
     assert data["metric_crs"] == UTM
+    assert data["topo"]["precision"] == 1.0 and data["topo"]["recall"] < 1.0
+    assert data["apls_tiles"]["n_tiles"] == 1
+    assert data["apls_tiles"]["apls"] == data["apls"]["apls"]
+
+
+def test_topology_options(files: dict[str, Path]) -> None:
+    result = CliRunner().invoke(
+        app, ["eval", str(files["pred"]), str(files["gt"]), "--json", "--topo-radius-m", "120",
+              "--topo-interval-m", "4", "--topo-match-m", "6", "--apls-tile-m", "100",
+              "--no-topo"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["topo"] is None and data["params"]["topo"] is False
+    assert (data["params"]["topo_radius_m"], data["params"]["topo_match_m"]) == (120.0, 6.0)
+    assert data["apls_tiles"]["tile_m"] == 100.0
+    assert data["apls_tiles"]["n_tiles"] == 4  # 200 m x 150 m of roads
+    result = CliRunner().invoke(
+        app, ["eval", str(files["pred"]), str(files["gt"]), "--json", "--topo-radius-m", "120",
+              "--no-apls-tiles"])
+    data = json.loads(result.stdout)
+    assert data["apls_tiles"] is None
+    assert data["topo"]["params"]["radius_m"] == 120.0
 
 
 def test_report_folder_and_table(files: dict[str, Path], tmp_path: Path) -> None:
@@ -64,6 +86,7 @@ def test_report_folder_and_table(files: dict[str, Path], tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "diff.gpkg", "report.json"]
     assert "APLS" in result.stderr and "CCQ quality" in result.stderr
+    assert "TOPO P / R / F1" in result.stderr and "APLS per tile" in result.stderr
     assert result.stdout == ""
     report = json.loads((out / "report.json").read_text())
     assert report["outputs"] == [str(out / n) for n in ("diff.gpkg", "comparison.png",
@@ -114,5 +137,7 @@ def test_help_states_the_library_defaults() -> None:
     p = EvalParams()
     for value in (p.threshold, p.rho_px, p.buffer_m, p.apls_step_m, p.apls_snap_m,
                   p.apls_min_path_m, p.apls_max_nodes, p.junction_radius_m, p.mask_width_m,
-                  p.seed):
+                  p.seed, p.topo_interval_m, p.topo_match_m):
         assert f"(default {value:g})" in text
+    assert f"(default {p.topo_radius_m:g};" in text and f"(default {p.apls_tile_m:g}:" in text
+    assert p.topo and p.apls_tiles and "(default: on)" in text

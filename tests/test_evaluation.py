@@ -65,6 +65,9 @@ def test_identical_networks_score_1_after_reprojection(tmp_path: Path, gt_file: 
     assert net.junctions.f1 == 1.0 and net.junctions.n_gt == 4
     assert net.gt_summary.length_km == pytest.approx(0.64, abs=1e-4)
     assert net.pred_summary.n_components == 1
+    assert r.topo is not None and r.topo.f1 == 1.0
+    assert r.apls_tiles is not None and r.apls_tiles.n_tiles == 1
+    assert r.apls_tiles.apls == net.apls.apls  # 180 m x 180 m of roads: one 400 m tile
 
 
 def test_removed_road_and_shift(tmp_path: Path, gt_file: Path) -> None:
@@ -88,6 +91,29 @@ def test_removed_road_and_shift(tmp_path: Path, gt_file: Path) -> None:
     assert far.ccq.completeness < 0.6  # the north-south roads (280 m of 640) no longer match
 
 
+def test_topo_and_tiled_apls_in_the_report(tmp_path: Path, gt_file: Path) -> None:
+    # Without the 100 m road at x = 140: TOPO keeps precision 1 and loses recall; with 100 m
+    # tiles over the 180 m x 180 m of roads (grid from the lines' north-west corner), 4 tiles.
+    pred = _write_vectors(tmp_path / "pred.gpkg", _lines(PLAN[:3]))
+    r = evaluate(pred, gt_file, params=EvalParams(apls_tile_m=100.0, topo_radius_m=150.0))
+    assert r.topo is not None and r.apls_tiles is not None
+    assert r.topo.precision == 1.0 and 0.5 < r.topo.recall < 0.95
+    assert r.topo.params.radius_m == 150.0
+    assert r.apls_tiles.n_tiles == 4 and r.apls_tiles.tile_m == 100.0
+    assert r.apls_tiles.n_scored == 4 and r.apls_tiles.apls < 1.0
+    data = r.to_dict()
+    assert data["topo"]["params"]["radius_m"] == 150.0
+    assert len(data["apls_tiles"]["tiles"]) == 4
+    assert data["params"]["apls_tile_m"] == 100.0
+    json.dumps(data)
+    # both can be switched off; the other keys keep their values
+    off = evaluate(pred, gt_file, params=EvalParams(topo=False, apls_tiles=False))
+    assert off.topo is None and off.apls_tiles is None
+    d_off = off.to_dict()
+    assert (d_off["topo"], d_off["apls_tiles"]) == (None, None)
+    assert d_off["apls"] == evaluate(pred, gt_file).to_dict()["apls"]
+
+
 def test_aoi_and_ignore_limit_the_comparison(tmp_path: Path, gt_file: Path) -> None:
     pred = _write_vectors(tmp_path / "pred.gpkg", _lines(PLAN[:3]))
     west = gpd.GeoDataFrame(geometry=[box(X0, Y0 - 200, X0 + 100, Y0)], crs=UTM)
@@ -98,9 +124,13 @@ def test_aoi_and_ignore_limit_the_comparison(tmp_path: Path, gt_file: Path) -> N
     assert r.network.ccq.quality == pytest.approx(1.0)  # the missing road lies east
     east = gpd.GeoDataFrame(geometry=[box(X0 + 100, Y0 - 200, X0 + 200, Y0)], crs=UTM)
     east.to_file(tmp_path / "east.gpkg")
-    r2 = evaluate(pred, gt_file, ignore=tmp_path / "east.gpkg")
+    r2 = evaluate(pred, gt_file, ignore=tmp_path / "east.gpkg",
+                  params=EvalParams(apls_tile_m=50.0))
     assert r2.network is not None and r2.network.ccq.quality == pytest.approx(1.0)
     assert any("--ignore" in n for n in r2.notes)
+    # tiles wholly inside the ignored half are not counted (they would score 1 as empty)
+    assert r2.apls_tiles is not None
+    assert all(t.bounds[0] < X0 + 100 for t in r2.apls_tiles.tiles)
 
 
 def test_empty_prediction_scores_zero(tmp_path: Path, gt_file: Path) -> None:
@@ -232,6 +262,17 @@ def test_albu_prediction_on_vegas_img0(vegas: dict[str, Path]) -> None:
     assert 0.84 < net.ccq.completeness < 0.92 and 0.80 < net.ccq.correctness < 0.89
     assert 0.70 < net.ccq.quality < 0.82
     assert 0.80 < net.junctions.f1 < 0.94
+    # the 323 m x 395 m tile footprint fits one 400 m tile: per-tile APLS = APLS; TOPO
+    # measured P 0.923, R 0.996, F1 0.958 (see tests/test_topo.py)
+    assert r.apls_tiles is not None and r.apls_tiles.n_tiles == 1
+    assert r.apls_tiles.apls == net.apls.apls
+    assert r.topo is not None and 0.92 < r.topo.f1 < 0.98
+    tiles = evaluate(vegas["pred"], vegas["gt"], image=vegas["image"],
+                     params=EvalParams(apls_tile_m=200.0, topo=False)).apls_tiles
+    assert tiles is not None and (tiles.n_tiles, tiles.n_scored) == (4, 4)
+    print(f"albu Vegas img0: TOPO {r.topo.f1:.4f}; APLS per 200 m tile {tiles.apls:.4f} "
+          f"{[round(t.apls, 3) for t in tiles.tiles]}")
+    assert 0.7 < tiles.apls < 0.9
     assert net.gt_summary.length_km == pytest.approx(4.46, abs=0.02)
     assert net.pred_summary.length_km == pytest.approx(4.69, abs=0.02)
     # swapping prediction and GT swaps the two APLS directions and CCQ's two halves
@@ -267,6 +308,9 @@ def test_vegas_ground_truth_against_itself_is_1(vegas: dict[str, Path]) -> None:
     assert net.apls.apls == pytest.approx(1.0)
     assert net.junctions.f1 == 1.0
     assert net.gt_summary == net.pred_summary
+    r = evaluate(vegas["gt"], vegas["gt"])
+    assert r.topo is not None and (r.topo.precision, r.topo.recall, r.topo.f1) == (1, 1, 1)
+    assert r.apls_tiles is not None and r.apls_tiles.apls == pytest.approx(1.0)
 
 
 def test_prediction_inside_the_image_but_off_every_road_scores_zero(

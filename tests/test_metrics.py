@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 from shapely.affinity import translate
-from shapely.geometry import LineString
+from shapely.geometry import LineString, box
 
 from roadx.errors import InputError
 from roadx.metrics import Confusion, confusion, per_image_mean, relaxed_scores
-from roadx.metrics.apls import AplsParams, apls, insert_control_nodes
+from roadx.metrics.apls import AplsParams, apls, apls_tiled, insert_control_nodes
 from roadx.metrics.ccq import ccq, diff_lines
 from roadx.metrics.graph import junction_nodes, lines_to_graph, summarize
 from roadx.metrics.junctions import junction_scores, match_points
@@ -221,6 +221,61 @@ def test_apls_is_symmetric_and_sampling_is_seeded() -> None:
     s1, s2 = apls(gt, prop, small), apls(gt, prop, small)
     assert s1.sampled and s1.apls == s2.apls
     assert s1.n_pairs_gt <= 12 * 11 // 2
+
+
+# --- APLS per tile -----------------------------------------------------------------------
+
+
+def test_apls_tiled_single_tile_equals_whole_area() -> None:
+    # GRID spans x 0..400, y -100..300: exactly one 400 m tile, no line clipped.
+    gt, prop = GRID, GRID[:3] + GAP
+    r = apls_tiled(gt, prop, tile_m=400.0)
+    assert (r.n_tiles, r.n_scored) == (1, 1)
+    assert r.apls == apls(lines_to_graph(gt), lines_to_graph(prop)).apls
+    assert r.apls_gt_tiles == r.apls
+    assert r.tiles[0].bounds == (0.0, -100.0, 400.0, 300.0)
+    assert r.tiles[0].gt_length_m == pytest.approx(1600.0)
+
+
+def test_apls_tiled_empty_tile_conventions() -> None:
+    # Four 400 m tiles in a row. Tile 0: LONG against GAP (APLS 1/3, see test_apls_gap_cut);
+    # tile 1: GT only (0); tile 2: prediction only (0); tile 3: neither (1).
+    # Mean over all tiles (SpaceNet 3 scorer): (1/3 + 0 + 0 + 1) / 4 = 1/3; mean over the
+    # tiles with GT roads (CosmiQ apls): (1/3 + 0) / 2 = 1/6.
+    up = 200.0
+    gt = [translate(LONG, yoff=up), translate(ROAD_A, xoff=500, yoff=up)]
+    prop = [translate(g, yoff=up) for g in GAP] + [translate(ROAD_A, xoff=900, yoff=up)]
+    area = box(0, 0, 1600, 400)
+    r = apls_tiled(gt, prop, area=area, tile_m=400.0)
+    assert [t.case for t in r.tiles] == ["scored", "prop_empty", "gt_empty", "both_empty"]
+    assert [t.apls for t in r.tiles] == pytest.approx([1 / 3, 0.0, 0.0, 1.0])
+    assert (r.n_tiles, r.n_scored, r.n_prop_empty, r.n_gt_empty, r.n_both_empty) == (4, 1, 1, 1, 1)
+    assert r.apls == pytest.approx(1 / 3)
+    assert r.apls_gt_tiles == pytest.approx(1 / 6)
+    assert [t.col for t in r.tiles] == [0, 1, 2, 3] and r.tiles[3].bounds == (1200, 0, 1600, 400)
+    # tiles outside an L-shaped area are left out; rows run north to south
+    ell = box(0, 0, 800, 800).difference(box(400, 400, 800, 800))
+    r2 = apls_tiled([LineString([(10, 10), (790, 10)])], [], area=ell, tile_m=400.0)
+    assert [(t.row, t.col, t.case) for t in r2.tiles] == [
+        (0, 0, "both_empty"), (1, 0, "prop_empty"), (1, 1, "prop_empty")]
+    assert r2.apls == pytest.approx(1 / 3) and r2.apls_gt_tiles == 0.0
+
+
+def test_apls_tiled_clips_lines_at_tile_edges() -> None:
+    # A 780 m road over two tiles. Without an area the grid starts at the lines' west end
+    # (x = 10): clipped at x = 410 into 400 m + 380 m; with the area 0..800, at x = 400.
+    road = [LineString([(10, 200), (790, 200)])]
+    r = apls_tiled(road, road, tile_m=400.0)
+    assert r.n_tiles == 2
+    assert [t.gt_length_m for t in r.tiles] == pytest.approx([400.0, 380.0])
+    assert r.apls == pytest.approx(1.0)
+    r = apls_tiled(road, [LineString([(10, 202), (790, 202)])],
+                   area=box(0, 0, 800, 400), tile_m=400.0)
+    assert [t.gt_length_m for t in r.tiles] == pytest.approx([390.0, 390.0])
+    assert r.apls == pytest.approx(1.0)  # a 2 m shift is within the 4 m snap
+    with pytest.raises(InputError, match="tile"):
+        apls_tiled(road, road, tile_m=0)
+    assert apls_tiled([], []).n_tiles == 0
 
 
 # --- junctions and the combined call -----------------------------------------------------

@@ -10,7 +10,8 @@ from roadx.cli.options import JsonOpt, OverwriteOpt, QuietOpt, VerboseOpt
 
 _PARAM_OPTIONS = (
     "threshold", "rho_px", "buffer_m", "apls_step_m", "apls_snap_m", "apls_min_path_m",
-    "apls_max_nodes", "junction_radius_m", "mask_width_m", "seed",
+    "apls_max_nodes", "junction_radius_m", "mask_width_m", "seed", "topo", "topo_radius_m",
+    "topo_interval_m", "topo_match_m", "apls_tiles", "apls_tile_m",
 )
 
 
@@ -84,7 +85,35 @@ def evaluate(
                      "metrics, metres (default 4)."),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of the APLS node sample (default 0).")
+        int | None, typer.Option(help="Seed of the APLS node sample and the TOPO seed sample "
+                                 "(default 0).")
+    ] = None,
+    topo: Annotated[
+        bool | None,
+        typer.Option("--topo/--no-topo", help="Compute TOPO (holes and marbles; default: on)."),
+    ] = None,
+    topo_radius_m: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="TOPO propagation distance from each seed, metres (default "
+                     "300; Sat2Graph uses 150 on 400 m SpaceNet tiles)."),
+    ] = None,
+    topo_interval_m: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="TOPO marble/hole spacing, metres (default 5)."),
+    ] = None,
+    topo_match_m: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="TOPO marble-hole matching distance, metres (default 10)."),
+    ] = None,
+    apls_tiles: Annotated[
+        bool | None,
+        typer.Option("--apls-tiles/--no-apls-tiles",
+                     help="Compute APLS per tile, averaged as SpaceNet scored it (default: on)."),
+    ] = None,
+    apls_tile_m: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Side of the APLS tiles, metres (default 400: SpaceNet 3's "
+                     "1300 px at 0.3 m)."),
     ] = None,
     report: Annotated[
         Path | None,
@@ -96,7 +125,8 @@ def evaluate(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Compare a road prediction with ground truth: pixel IoU/F1, relaxed F1, CCQ, APLS, junctions.
+    """Compare a road prediction with ground truth: pixel IoU/F1, relaxed F1, CCQ, APLS, TOPO,
+    junctions.
 
     Example: roadx eval roads.gpkg gt.geojson --image scene.tif --report eval/
     """
@@ -164,6 +194,21 @@ def _print_table(d: dict[str, Any]) -> None:
                       f"gt→prop {_f(a['gt_to_prop'])}, prop→gt {_f(a['prop_to_gt'])}; step "
                       f"{p['step_m']} m, snap {p['snap_m']} m, min path {p['min_path_m']} m"
                       + (f", sampled {p['max_nodes']} nodes" if a["sampled"] else ""))
+    if d.get("apls_tiles"):
+        t = d["apls_tiles"]
+        empty = t["n_both_empty"] + t["n_gt_empty"] + t["n_prop_empty"]
+        table.add_row("APLS per tile (mean)", _f(t["apls"]),
+                      f"{t['n_tiles']} tile(s) of {t['tile_m']:g} m, {t['n_scored']} scored"
+                      + (f", {empty} with empty GT or prediction (both empty: 1, one: 0); "
+                         f"mean over GT tiles {_f(t['apls_gt_tiles'])}" if empty else "")
+                      + " (SpaceNet 3)")
+    if d.get("topo"):
+        t, p = d["topo"], d["topo"]["params"]
+        table.add_row("TOPO P / R / F1",
+                      f"{_f(t['precision'])} / {_f(t['recall'])} / {_f(t['f1'])}",
+                      f"{t['n_seeds_matched']} of {t['n_seeds']} seeds matched; radius "
+                      f"{p['radius_m']:g} m, interval {p['interval_m']:g} m, match "
+                      f"{p['match_m']:g} m (Biagioni & Eriksson 2012)")
     if d["junctions"]:
         j = d["junctions"]
         table.add_row("junction P / R / F1",
