@@ -134,6 +134,8 @@ class ExtractResult:
     tile_px: int
     roads: int
     junctions: int
+    dead_ends: int
+    bridged: int
     total_km: float
     seconds: float
     windows_per_s: float
@@ -375,11 +377,15 @@ def _default_tile_px(card_tile_px: int, height: int, width: int) -> int:
 
 
 def _network_summary(network: RoadNetwork) -> dict[str, Any]:
-    """``roads`` (edge count), ``junctions`` (degree ≥ 3 nodes) and ``total_km`` of a network."""
+    """``roads`` (edge count), ``junctions`` (degree ≥ 3 nodes), ``dead_ends`` (degree-1
+    nodes that are not cut by the scene edge or nodata), ``bridged`` (lines with a stretch
+    inferred across a gap) and ``total_km`` of a network."""
     nodes, edges = network.nodes, network.edges
     return {
         "roads": len(edges),
         "junctions": int((nodes["kind"] == "junction").sum()) if len(nodes) else 0,
+        "dead_ends": int(((nodes["kind"] == "end") & ~nodes["cut"]).sum()) if len(nodes) else 0,
+        "bridged": int(edges["bridged"].sum()) if len(edges) else 0,
         "total_km": round(float(edges["length_m"].sum()) / 1000, 3) if len(edges) else 0.0,
     }
 
@@ -422,6 +428,8 @@ class VectorizeResult:
     height_px: int
     roads: int
     junctions: int
+    dead_ends: int
+    bridged: int
     total_km: float
     seconds: float
 

@@ -235,7 +235,10 @@ def test_weak_link_between_strong_roads_stays_connected() -> None:
     prob[8:13, 5:115] = 0.9
     prob[8:13, 55:65] = 0.4  # a weak stretch (e.g. under a tree)
     assert len(run(prob).edges) == 1
-    assert len(run(prob, VectorizeParams(threshold_low=0.45)).edges) == 2
+    no_repair = VectorizeParams(threshold_low=0.45).without_repair()
+    assert len(run(prob, no_repair).edges) == 2
+    bridged = run(prob, VectorizeParams(threshold_low=0.45)).edges  # the gap is bridged
+    assert len(bridged) == 1 and bool(bridged["bridged"].iloc[0])
 
 
 def test_small_blob_removed_and_small_hole_filled() -> None:
@@ -245,7 +248,7 @@ def test_small_blob_removed_and_small_hole_filled() -> None:
     prob[30:33, 20:23] = 0.9  # 9 m2 blob: removed
     net = run(prob)
     assert len(net.edges) == 1 and degrees(net) == [1, 1]
-    holed = run(prob, VectorizeParams(max_hole_m2=0.0))
+    holed = run(prob, VectorizeParams(max_hole_m2=0.0).without_repair())
     assert len(holed.edges) > 1  # without filling, the hole splits the road into a loop
 
 

@@ -1,9 +1,12 @@
 """Options shared by several commands, as ``Annotated`` aliases (one spelling, one help text)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from roadx.vectorize import VectorizeParams
 
 OutputOpt = Annotated[
     Path,
@@ -54,3 +57,95 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
             f"give 1 band (panchromatic) or 3 bands in R,G,B order, 1-based; got {text!r}"
         )
     return bands
+
+
+# Road-network options shared by `roadx predict` and `roadx vectorize` (metres unless named).
+_NET = "Road network"
+MinSpurOpt = Annotated[
+    float | None,
+    typer.Option("--min-spur-m", min=0.0, rich_help_panel=_NET,
+                 help="Prune dead-end branches shorter than this, m (default 10)."),
+]
+SimplifyOpt = Annotated[
+    float | None,
+    typer.Option("--simplify-m", min=0.0, rich_help_panel=_NET,
+                 help="Douglas–Peucker tolerance, m (default 1)."),
+]
+MinEdgeProbOpt = Annotated[
+    float | None,
+    typer.Option("--min-edge-prob", min=0.0, max=0.99, rich_help_panel=_NET,
+                 help="Prune dead-end branches and isolated pieces whose mean road "
+                 "probability is below this (default 0: off)."),
+]
+BridgeOpt = Annotated[
+    float | None,
+    typer.Option("--bridge-m", min=0.0, rich_help_panel=_NET,
+                 help="Bridge gaps (trees, shadows) up to this long ahead of a dead end "
+                 "along faint road evidence, m (default 25; 0: off)."),
+]
+BridgeProbOpt = Annotated[
+    float | None,
+    typer.Option("--bridge-min-prob", min=0.0, max=0.99, rich_help_panel=_NET,
+                 help="Lowest geometric-mean probability across a bridged gap (default 0.1)."),
+]
+SnapOpt = Annotated[
+    float | None,
+    typer.Option("--snap-m", min=0.0, rich_help_panel=_NET,
+                 help="Join a dead end to a road this close ahead of it as a T-junction, m "
+                 "(default 5; 0: off)."),
+]
+MergeJunctionsOpt = Annotated[
+    float | None,
+    typer.Option("--merge-junctions-m", min=0.0, rich_help_panel=_NET,
+                 help="Merge junctions joined by a shorter line, e.g. a shallow crossing, m "
+                 "(default 8; 0: off)."),
+]
+DuplicateOpt = Annotated[
+    float | None,
+    typer.Option("--duplicate-m", min=0.0, rich_help_panel=_NET,
+                 help="Collapse two lines between the same junctions that stay this close "
+                 "(both sides of a median) into one, m (default 15; 0: off)."),
+]
+NoRepairOpt = Annotated[
+    bool,
+    typer.Option("--no-repair", rich_help_panel=_NET,
+                 help="Turn off gap bridging, T-junction snapping, junction merging and "
+                 "duplicate collapsing (the raw skeleton network)."),
+]
+
+
+def network_params(
+    *,
+    threshold: float | None = None,
+    min_spur_m: float | None = None,
+    simplify_m: float | None = None,
+    min_edge_prob: float | None = None,
+    bridge_m: float | None = None,
+    bridge_min_prob: float | None = None,
+    snap_m: float | None = None,
+    merge_junctions_m: float | None = None,
+    duplicate_m: float | None = None,
+    no_repair: bool = False,
+) -> "VectorizeParams":
+    """The :class:`~roadx.vectorize.VectorizeParams` of the shared road-network options.
+
+    ``no_repair`` turns the repairs off first; an explicit repair option still applies.
+
+    Raises:
+        roadx.errors.InputError: on an invalid combination (e.g. a threshold of 0).
+    """
+    from dataclasses import replace
+
+    from roadx.vectorize import VectorizeParams
+
+    params = VectorizeParams()
+    if no_repair:
+        params = params.without_repair()
+    if threshold is not None:
+        params = params.with_threshold(threshold)
+    given = {
+        "min_spur_m": min_spur_m, "simplify_m": simplify_m, "min_edge_prob": min_edge_prob,
+        "bridge_m": bridge_m, "bridge_min_prob": bridge_min_prob, "snap_m": snap_m,
+        "merge_junctions_m": merge_junctions_m, "duplicate_m": duplicate_m,
+    }
+    return replace(params, **{k: v for k, v in given.items() if v is not None})

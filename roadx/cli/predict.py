@@ -7,13 +7,23 @@ import typer
 
 from roadx.cli.console import area_progress, err_console, print_json, setup_logging
 from roadx.cli.options import (
+    BridgeOpt,
+    BridgeProbOpt,
+    DuplicateOpt,
     GsdOpt,
     JsonOpt,
+    MergeJunctionsOpt,
+    MinEdgeProbOpt,
+    MinSpurOpt,
+    NoRepairOpt,
     OutputOpt,
     OverwriteOpt,
     QuietOpt,
+    SimplifyOpt,
+    SnapOpt,
     ThresholdOpt,
     VerboseOpt,
+    network_params,
     parse_bands,
 )
 from roadx.runtime import DeviceName, PrecisionName
@@ -53,6 +63,15 @@ def predict(
         Literal["cosine", "crop"], typer.Option(help="Seam-free stitching mode.")
     ] = "cosine",
     threshold: ThresholdOpt = None,
+    min_spur_m: MinSpurOpt = None,
+    simplify_m: SimplifyOpt = None,
+    min_edge_prob: MinEdgeProbOpt = None,
+    bridge_m: BridgeOpt = None,
+    bridge_min_prob: BridgeProbOpt = None,
+    snap_m: SnapOpt = None,
+    merge_junctions_m: MergeJunctionsOpt = None,
+    duplicate_m: DuplicateOpt = None,
+    no_repair: NoRepairOpt = False,
     bands: Annotated[
         str | None,
         typer.Option(help="Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band."),
@@ -91,11 +110,13 @@ def predict(
 
     from roadx.pipeline import ExtractOptions, extract
     from roadx.predict import PredictOptions
-    from roadx.vectorize import VectorizeParams
 
-    params = VectorizeParams()
-    if threshold is not None:
-        params = params.with_threshold(threshold)
+    params = network_params(
+        threshold=threshold, min_spur_m=min_spur_m, simplify_m=simplify_m,
+        min_edge_prob=min_edge_prob, bridge_m=bridge_m, bridge_min_prob=bridge_min_prob,
+        snap_m=snap_m, merge_junctions_m=merge_junctions_m, duplicate_m=duplicate_m,
+        no_repair=no_repair,
+    )
     options = ExtractOptions(
         model=model,
         weights=weights,
@@ -131,6 +152,7 @@ def predict(
     table.add_row("windows", f"{result.windows} of {result.tile_px} px in {result.seconds:.1f} s "
                   f"({result.windows_per_s:.2f} windows/s, {result.km2_per_h:.1f} km²/h)")
     table.add_row("roads", f"{result.roads} lines, {result.total_km:.2f} km, "
-                  f"{result.junctions} junctions")
+                  f"{result.junctions} junctions, {result.dead_ends} dead ends, "
+                  f"{result.bridged} bridged across gaps")
     table.add_row("outputs", "\n".join(result.outputs + ([result.probability] if result.probability else [])))
     err_console.print(table)

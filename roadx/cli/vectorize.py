@@ -7,13 +7,23 @@ import typer
 
 from roadx.cli.console import area_progress, err_console, print_json, setup_logging
 from roadx.cli.options import (
+    BridgeOpt,
+    BridgeProbOpt,
+    DuplicateOpt,
     GsdOpt,
     JsonOpt,
+    MergeJunctionsOpt,
+    MinEdgeProbOpt,
+    MinSpurOpt,
+    NoRepairOpt,
     OutputOpt,
     OverwriteOpt,
     QuietOpt,
+    SimplifyOpt,
+    SnapOpt,
     ThresholdOpt,
     VerboseOpt,
+    network_params,
 )
 
 
@@ -26,12 +36,15 @@ def vectorize(
     ],
     output: OutputOpt,
     threshold: ThresholdOpt = None,
-    min_spur_m: Annotated[
-        float | None, typer.Option(min=0.0, help="Prune dead-end branches shorter than this (m).")
-    ] = None,
-    simplify_m: Annotated[
-        float | None, typer.Option(min=0.0, help="Douglas–Peucker tolerance (m).")
-    ] = None,
+    min_spur_m: MinSpurOpt = None,
+    simplify_m: SimplifyOpt = None,
+    min_edge_prob: MinEdgeProbOpt = None,
+    bridge_m: BridgeOpt = None,
+    bridge_min_prob: BridgeProbOpt = None,
+    snap_m: SnapOpt = None,
+    merge_junctions_m: MergeJunctionsOpt = None,
+    duplicate_m: DuplicateOpt = None,
+    no_repair: NoRepairOpt = False,
     gsd: GsdOpt = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
@@ -43,18 +56,14 @@ def vectorize(
     Example: roadx vectorize prob.tif -o roads.gpkg --threshold 0.4
     """
     setup_logging(verbose, quiet)
-    from dataclasses import replace
-
     from roadx.pipeline import vectorize_raster
-    from roadx.vectorize import VectorizeParams
 
-    params = VectorizeParams()
-    if threshold is not None:
-        params = params.with_threshold(threshold)
-    if min_spur_m is not None:
-        params = replace(params, min_spur_m=min_spur_m)
-    if simplify_m is not None:
-        params = replace(params, simplify_m=simplify_m)
+    params = network_params(
+        threshold=threshold, min_spur_m=min_spur_m, simplify_m=simplify_m,
+        min_edge_prob=min_edge_prob, bridge_m=bridge_m, bridge_min_prob=bridge_min_prob,
+        snap_m=snap_m, merge_junctions_m=merge_junctions_m, duplicate_m=duplicate_m,
+        no_repair=no_repair,
+    )
     with area_progress(
         "vectorize", unit="rows", enabled=not json_output and quiet == 0
     ) as on_progress:
@@ -67,5 +76,6 @@ def vectorize(
         return
     err_console.print(
         f"[bold]{result.roads}[/bold] roads, {result.total_km:.2f} km, "
-        f"{result.junctions} junctions in {result.seconds:.1f} s → {', '.join(result.outputs)}"
+        f"{result.junctions} junctions, {result.dead_ends} dead ends, {result.bridged} bridged "
+        f"in {result.seconds:.1f} s → {', '.join(result.outputs)}"
     )

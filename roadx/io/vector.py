@@ -38,7 +38,8 @@ SHAPEFILE_FIELD_CHARS = 10
 _SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 _EMPTY_DTYPES = {
     "id": "int64", "u": "int64", "v": "int64", "degree": "int64", "length_m": "float64",
-    "prob_mean": "float64", "prob_min": "float64", "width_m": "float64",
+    "prob_mean": "float64", "prob_min": "float64", "width_m": "float64", "bridged": "bool",
+    "bridged_m": "float64",
 }
 
 

@@ -32,6 +32,13 @@ from roadx.errors import InputError
 from roadx.vectorize.geometry import AffineLike, RoadNetwork, network_from_graph
 from roadx.vectorize.graph import GraphStitcher, prune
 from roadx.vectorize.params import PixelSize, VectorizeParams
+from roadx.vectorize.repair import (
+    bridge_dead_ends,
+    find_dead_ends,
+    merge_sorted,
+    repair_graph,
+    repair_reach_px,
+)
 from roadx.vectorize.skeleton import SkeletonPixels, skeleton_rows
 from roadx.vectorize.trace import trace_band
 
@@ -91,6 +98,8 @@ class BandVectorizer:
         self._pending = SkeletonPixels.empty()  # skeleton of rows [_owned - 1, _emitted)
         self._stitcher = GraphStitcher(self._pixel)
         self._network: RoadNetwork | None = None
+        self._reach = repair_reach_px(params, self._pixel)  # 0: no skeleton repair
+        self._repaired = 0  # dead ends of rows [0, _repaired) are snapped/bridged
 
     def add_rows(self, row_off: int, prob: np.ndarray) -> None:
         """Add the next band of rows.
@@ -137,7 +146,9 @@ class BandVectorizer:
         graph = self._stitcher.graph()
         n_raw = graph.number_of_edges()
         prune(graph, params=self._params)
-        logger.debug("graph: %d raw edges -> %d after pruning", n_raw, graph.number_of_edges())
+        repair_graph(graph, params=self._params, pixel=self._pixel)
+        logger.debug("graph: %d raw edges -> %d after pruning and repair", n_raw,
+                     graph.number_of_edges())
         self._network = network_from_graph(
             graph, transform=self._transform, crs=self._crs, pixel=self._pixel,
             simplify_m=self._params.simplify_m,
@@ -170,6 +181,10 @@ class BandVectorizer:
         self._pending = SkeletonPixels.concat([self._pending, new])
         self._emitted = emit_end
         own_stop = self._height if final else emit_end - 1  # last row waits for its context
+        if self._reach:
+            self._repair_skeleton(self._height if final else emit_end - self._reach - 1)
+            if not final:  # rows a later repair may still add pixels to wait
+                own_stop = min(own_stop, self._repaired - self._reach - 2)
         if own_stop > self._owned:
             band = trace_band(
                 self._pending, own_start=self._owned, own_stop=own_stop, width=self._width
@@ -177,9 +192,34 @@ class BandVectorizer:
             self._stitcher.add(band, self._pending)
             self._owned = own_stop
             self._pending = self._pending.take(self._pending.rows >= own_stop - 1)
-        keep_from = max(self._buf_start, emit_end - halo)
+        keep_from = emit_end - halo
+        if self._reach:
+            keep_from = min(keep_from, self._repaired - self._reach)
+        keep_from = max(self._buf_start, keep_from)
         self._buf = self._buf[keep_from - self._buf_start :].copy()
         self._buf_start = keep_from
+
+    def _repair_skeleton(self, stop: int) -> None:
+        """Snap and bridge the dead ends of rows ``[_repaired, stop)`` (see
+        :mod:`~roadx.vectorize.repair`); the skeleton and probability within the repair
+        reach of those rows are in ``_pending`` and ``_buf``."""
+        if stop <= self._repaired:
+            return
+        region = (max(self._owned - 1, 0), self._emitted)
+        ends = find_dead_ends(
+            self._pending, region=region, rows=(self._repaired, stop), width=self._width,
+            params=self._params, pixel=self._pixel,
+        )
+        if ends:
+            added = bridge_dead_ends(
+                self._pending, ends, prob=self._buf, prob_row_off=self._buf_start,
+                scene_shape=(self._height, self._width), params=self._params,
+                pixel=self._pixel,
+            )
+            logger.debug("rows [%d, %d): %d dead ends, %d bridge pixels",
+                         self._repaired, stop, len(ends), len(added))
+            self._pending = merge_sorted(self._pending, added)
+        self._repaired = stop
 
 
 def vectorize(

@@ -29,7 +29,9 @@ import shapely
 from roadx.vectorize.params import PixelSize
 from roadx.vectorize.skeleton import SkeletonPixels
 
-EDGE_COLUMNS = ("id", "u", "v", "length_m", "prob_mean", "prob_min", "width_m")
+EDGE_COLUMNS = (
+    "id", "u", "v", "length_m", "prob_mean", "prob_min", "width_m", "bridged", "bridged_m"
+)
 NODE_COLUMNS = ("id", "degree", "kind", "cut")
 _SMOOTH_HALF_PX = 2
 
@@ -63,7 +65,9 @@ class RoadNetwork:
             (float64, metres along the skeleton path before simplification), ``prob_mean``,
             ``prob_min`` (float64 road probability along the path), ``width_m`` (float64,
             metres: 2 x median distance from the path to the mask edge - 1 pixel),
-            ``geometry`` (LineString from node ``u`` to node ``v``; closed when u == v).
+            ``bridged`` (bool: part of the line was inferred across a gap or snapped to a
+            junction by :mod:`~roadx.vectorize.repair`), ``bridged_m`` (float64, metres of
+            the line that were inferred), ``geometry`` (LineString from node ``u`` to node ``v``; closed when u == v).
         nodes: columns ``id`` (int64), ``degree`` (int64; a self-loop counts 2), ``kind``
             (``"junction"`` for degree >= 3, ``"end"`` for 1, ``"other"`` for the node of
             a ring), ``cut`` (bool, a node on the scene edge or nodata: the road was cut
@@ -187,6 +191,17 @@ def network_from_graph(
     return RoadNetwork(edges=edges, nodes=nodes)
 
 
+def _bridged_lengths_m(
+    pts: np.ndarray, bridged: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+    pixel: PixelSize,
+) -> np.ndarray:
+    """Metres of each polyline along steps that touch a bridged pixel."""
+    step = np.diff(pts, axis=0) * np.array([pixel.row_m, pixel.col_m])
+    step_m = np.hypot(step[:, 0], step[:, 1]) * (bridged[:-1] | bridged[1:])
+    run = np.concatenate([[0.0], np.cumsum(step_m)])
+    return run[starts + sizes - 1] - run[starts]
+
+
 def _metric(pts: np.ndarray, pixel: PixelSize) -> np.ndarray:
     """``(K, 2)`` (row, col) pixels → ``(K, 2)`` (x, y) metres in pixel space."""
     return np.column_stack([pts[:, 1] * pixel.col_m, pts[:, 0] * pixel.row_m])
@@ -223,7 +238,7 @@ def _edge_frame(
     }
     if n == 0:
         for name in EDGE_COLUMNS[3:]:
-            frame[name] = np.empty(0, dtype=np.float64)
+            frame[name] = np.empty(0, dtype=bool if name == "bridged" else np.float64)
         return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
     sizes = np.array([len(p) for p in paths])
     starts = np.cumsum(sizes) - sizes
@@ -239,6 +254,8 @@ def _edge_frame(
     edge_sorted = joined.edge_m[np.lexsort((joined.edge_m, owner))].astype(np.float64)
     median = 0.5 * (edge_sorted[starts + (sizes - 1) // 2] + edge_sorted[starts + sizes // 2])
     frame["width_m"] = np.maximum(2.0 * median - pixel.gsd_m, pixel.gsd_m)
+    frame["bridged"] = np.logical_or.reduceat(joined.bridged, starts)
+    frame["bridged_m"] = _bridged_lengths_m(pts, joined.bridged, starts, sizes, pixel)
     geoms = shapely.linestrings(_metric(pts, pixel), indices=owner)
     if simplify_m > 0:
         simple = shapely.simplify(geoms, simplify_m, preserve_topology=False)

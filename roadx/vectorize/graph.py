@@ -12,10 +12,12 @@ Pruning (on the merged graph, at the end), after CRESI ``04_skeletonize`` / ``05
 1. contract degree-2 nodes, so every edge runs junction/end to junction/end;
 2. repeat until nothing changes (at most 16 rounds): remove self-loops shorter than
    ``min_loop_m``; remove terminal edges (an end node of degree 1 whose other node is a
-   junction) shorter than ``min_spur_m`` unless the end is a cut end (scene edge or
-   nodata: a cut road is not a spur); contract again;
+   junction) shorter than ``min_spur_m`` or, when ``min_edge_prob > 0``, with a mean
+   probability below it, unless the end is a cut end (scene edge or nodata: a cut road is
+   not a spur); contract again;
 3. drop connected pieces shorter than ``min_component_m`` in total (``min_spur_m`` for
-   pieces that touch a cut end).
+   pieces that touch a cut end), and pieces without a cut end whose mean probability is
+   below ``min_edge_prob``. Lines with bridged pixels are never dropped for probability.
 
 References:
     Van Etten, "City-scale Road Extraction from Satellite Imagery v2", WACV 2020 (CRESI);
@@ -122,7 +124,7 @@ def prune(graph: nx.MultiGraph, *, params: VectorizeParams) -> None:
 
     Args:
         graph: a graph from :meth:`GraphStitcher.graph` (edge ``length_m`` in metres).
-        params: ``min_spur_m``, ``min_loop_m``, ``min_component_m``.
+        params: ``min_spur_m``, ``min_loop_m``, ``min_component_m``, ``min_edge_prob``.
 
     References:
         CRESI spur pruning (border-aware, iterative) and small-subgraph removal;
@@ -131,7 +133,7 @@ def prune(graph: nx.MultiGraph, *, params: VectorizeParams) -> None:
     contract(graph)
     for round_ in range(_MAX_ROUNDS):
         removed = _remove_short_loops(graph, params.min_loop_m)
-        removed += _remove_spurs(graph, params.min_spur_m)
+        removed += _remove_spurs(graph, params.min_spur_m, params.min_edge_prob)
         logger.debug("prune round %d: removed %d edges", round_, removed)
         if removed == 0:
             break
@@ -171,11 +173,15 @@ def _remove_short_loops(graph: nx.MultiGraph, min_loop_m: float) -> int:
     return len(loops)
 
 
-def _remove_spurs(graph: nx.MultiGraph, min_spur_m: float) -> int:
+def _remove_spurs(graph: nx.MultiGraph, min_spur_m: float, min_prob: float = 0.0) -> int:
     deg = dict(graph.degree())
     spurs = []
     for u, v, k, d in graph.edges(keys=True, data=True):
-        if u == v or d["length_m"] >= min_spur_m:
+        if u == v:
+            continue
+        short = d["length_m"] < min_spur_m
+        faint = min_prob > 0 and _unbridged_mean_prob(d["path"]) < min_prob
+        if not (short or faint):
             continue
         for end, other in ((u, v), (v, u)):
             if deg[end] == 1 and deg[other] >= 3 and not graph.nodes[end]["cut"]:
@@ -187,20 +193,36 @@ def _remove_spurs(graph: nx.MultiGraph, min_spur_m: float) -> int:
     return len(spurs)
 
 
+def _unbridged_mean_prob(path: SkeletonPixels) -> float:
+    """Mean probability along a path; 1.0 for a path with bridged pixels (never faint)."""
+    if path.bridged.any():
+        return 1.0
+    return float(path.prob.mean())
+
+
 def _remove_small_components(graph: nx.MultiGraph, params: VectorizeParams) -> None:
     comp_of: dict[int, int] = {}
     comps = list(nx.connected_components(graph))
     for k, comp in enumerate(comps):
         comp_of.update(dict.fromkeys(comp, k))
     total_m = np.zeros(len(comps))
-    for u, _, length_m in graph.edges(data="length_m"):
-        total_m[comp_of[u]] += length_m
+    prob_sum = np.zeros(len(comps))
+    px = np.zeros(len(comps))
+    bridged = np.zeros(len(comps), dtype=bool)
+    for u, _, d in graph.edges(data=True):
+        k = comp_of[u]
+        total_m[k] += d["length_m"]
+        prob_sum[k] += float(d["path"].prob.sum())
+        px[k] += len(d["path"])
+        bridged[k] |= bool(d["path"].bridged.any())
     drop = []
     for k, comp in enumerate(comps):
         touches_cut = any(graph.nodes[n]["cut"] for n in comp)
         limit = params.min_component_m
         if touches_cut:
             limit = min(params.min_spur_m, params.min_component_m)
-        if total_m[k] < limit:
+        faint = (params.min_edge_prob > 0 and not bridged[k] and not touches_cut
+                 and prob_sum[k] < params.min_edge_prob * px[k])
+        if total_m[k] < limit or faint:
             drop.extend(comp)
     graph.remove_nodes_from(drop)

@@ -48,10 +48,32 @@ class VectorizeParams:
         halo_px: rows of context kept above and below the rows being skeletonised; must
             exceed the half-width of the widest road in pixels (default 96 px, ~29 m of road
             width at 0.3 m).
+        min_edge_prob: dead-end branches and isolated pieces whose mean road probability
+            is below this are pruned whatever their length (cut ends excepted, bridged
+            lines never); 0 turns it off (default 0.0, see the README's topology table).
+        bridge_m: gap bridging reach: a dead end is joined to a road (or another dead end)
+            up to this far ahead of it along the least-cost path over the probability map,
+            when the path's geometric-mean probability reaches ``bridge_min_prob`` (default
+            25 m; 0 turns bridging off).
+        bridge_min_prob: lowest geometric-mean road probability along a bridge (default
+            0.1: a faint road under a canopy scores 0.15–0.3, bare ground below 0.05).
+        bridge_angle_deg: half-angle of the cone ahead of a dead end, around its direction
+            of travel, in which bridges are searched (default 45°).
+        snap_m: a dead end this close to another road, ahead of it (within 60° of its
+            direction), is joined to it whatever the probability: a T-junction (default
+            5 m; 0 turns it off).
+        merge_junctions_m: two junctions joined by an edge shorter than this merge into
+            one node, e.g. the two degree-3 nodes of a shallow crossing become one
+            degree-4 node (default 8 m; 0 turns it off).
+        duplicate_m: two lines between the same two nodes that stay within this distance
+            of each other everywhere (Hausdorff) are one road drawn twice (both edges of a
+            wide road, a median) and collapse into their centreline (default 15 m; 0 turns
+            it off).
 
     Raises:
         roadx.errors.InputError: when a threshold is outside ``(0, 1)``, ``threshold_low``
-            exceeds ``threshold``, a size is negative, or ``halo_px < 16``.
+            exceeds ``threshold``, a size is negative, a probability outside ``[0, 1)``, the
+            bridge angle outside ``(0, 90]``, or ``halo_px < 16``.
     """
 
     threshold: float = 0.5
@@ -66,6 +88,26 @@ class VectorizeParams:
     boundary_px: int = 3
     band_rows: int = 1024
     halo_px: int = 96
+    min_edge_prob: float = 0.0
+    bridge_m: float = 25.0
+    bridge_min_prob: float = 0.1
+    bridge_angle_deg: float = 45.0
+    snap_m: float = 5.0
+    merge_junctions_m: float = 8.0
+    duplicate_m: float = 15.0
+
+    @property
+    def repair(self) -> bool:
+        """True when any network repair (bridging, snapping, merging, de-duplication) is on."""
+        return (self.bridge_m > 0 or self.snap_m > 0 or self.merge_junctions_m > 0
+                or self.duplicate_m > 0)
+
+    def without_repair(self) -> "VectorizeParams":
+        """Return a copy with gap bridging, junction snapping, junction merging and
+        duplicate collapsing off (pruning and simplification unchanged)."""
+        return dataclasses.replace(
+            self, bridge_m=0.0, snap_m=0.0, merge_junctions_m=0.0, duplicate_m=0.0
+        )
 
     def with_threshold(self, threshold: float) -> "VectorizeParams":
         """Return a copy with hysteresis ``threshold`` (high) and ``0.6 × threshold`` (low).
@@ -97,10 +139,22 @@ class VectorizeParams:
             "min_loop_m": self.min_loop_m,
             "simplify_m": self.simplify_m,
             "boundary_px": self.boundary_px,
+            "bridge_m": self.bridge_m,
+            "snap_m": self.snap_m,
+            "merge_junctions_m": self.merge_junctions_m,
+            "duplicate_m": self.duplicate_m,
         }
         for name, value in sizes.items():
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value}")
+        for name, value in (("min_edge_prob", self.min_edge_prob),
+                            ("bridge_min_prob", self.bridge_min_prob)):
+            if not (0.0 <= value < 1.0):
+                raise InputError(f"{name} must lie in [0, 1), got {value}")
+        if not (0.0 < self.bridge_angle_deg <= 90.0):
+            raise InputError(
+                f"bridge_angle_deg must lie in (0, 90] degrees, got {self.bridge_angle_deg}"
+            )
         if self.band_rows < 1:
             raise InputError(f"band_rows must be >= 1, got {self.band_rows}")
         if self.halo_px < 16:

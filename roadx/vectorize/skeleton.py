@@ -38,6 +38,8 @@ class SkeletonPixels:
             non-road pixel centre (about half the road width plus half a pixel).
         cut: ``(N,)`` bool, the pixel lies within ``edge_m + boundary_px`` of the scene edge
             or of nodata, so a road ending there was cut, not a spur.
+        bridged: ``(N,)`` bool, the pixel was added by gap bridging or junction snapping
+            (:mod:`~roadx.vectorize.repair`), not found by thresholding.
     """
 
     rows: np.ndarray
@@ -45,6 +47,7 @@ class SkeletonPixels:
     prob: np.ndarray
     edge_m: np.ndarray
     cut: np.ndarray
+    bridged: np.ndarray
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -53,13 +56,13 @@ class SkeletonPixels:
     def empty(cls) -> "SkeletonPixels":
         """A list with no pixels."""
         i, f = np.empty(0, np.int64), np.empty(0, np.float32)
-        return cls(i, i.copy(), f, f.copy(), np.empty(0, bool))
+        return cls(i, i.copy(), f, f.copy(), np.empty(0, bool), np.empty(0, bool))
 
     def take(self, index: np.ndarray) -> "SkeletonPixels":
         """Return the pixels at ``index`` (int array or bool mask), in that order."""
         return SkeletonPixels(
             self.rows[index], self.cols[index], self.prob[index], self.edge_m[index],
-            self.cut[index],
+            self.cut[index], self.bridged[index],
         )
 
     @classmethod
@@ -73,6 +76,7 @@ class SkeletonPixels:
             np.concatenate([p.prob for p in parts]),
             np.concatenate([p.edge_m for p in parts]),
             np.concatenate([p.cut for p in parts]),
+            np.concatenate([p.bridged for p in parts]),
         )
 
     def reversed(self) -> "SkeletonPixels":
@@ -135,7 +139,9 @@ def skeleton_rows(
     nodata = np.isnan(prob)
     if nodata.any():
         cut |= _distance_to_background(~nodata, local, cc, pixel) <= tol_m
-    return SkeletonPixels(rows, cols, p, edge_m.astype(np.float32), cut)
+    return SkeletonPixels(
+        rows, cols, p, edge_m.astype(np.float32), cut, np.zeros(rows.shape[0], dtype=bool)
+    )
 
 
 def _distance_to_background(
