@@ -16,8 +16,10 @@ ground truth with APLS, per-tile APLS, TOPO, centreline CCQ (3 m buffer) and jun
       SpaceNet centrelines ``sample_roads_for_masking.geojson``;
     * Massachusetts held-out masks (``weights/d3fnet34.val.txt``, 1 m): the masks carry no
       centrelines, so the reference is the mask vectorised *without gaps* by roadx itself
-      with repair off (hysteresis, Zhang–Suen skeleton, spur pruning, the same as any
-      skeleton-derived centreline GT); the gapped runs are compared with it.
+      (hysteresis, Zhang–Suen skeleton, spur pruning, as any skeleton-derived centreline GT)
+      with gap bridging and snapping off but crossings merged and doubled lines collapsed
+      (:func:`reference_params`: the masks are rasterised OpenStreetMap centrelines, with
+      one node per crossing); the gapped runs are compared with it.
 
 (b) **The shipped weights' predictions** (d4 TTA) on the held-out Massachusetts tiles (against
     the mask centrelines as in (a)) and on the held-out SpaceNet Vegas img0 tile (against its
@@ -29,6 +31,7 @@ usage: python benchmarks/eval_topology.py [--cache DIR] [--predict-only] [--limi
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -100,27 +103,33 @@ def cache_predictions(cache: Path, limit: int = 0, tta: str = "d4") -> None:
 GAP_LENGTHS_M = (5.0, 10.0, 20.0)
 
 
-def scores(gt_lines: list, pred_lines: list, tile_m: float | None = None) -> dict:
-    """APLS, CCQ (3 m), junction F1 (10 m) and, where roadx provides them, TOPO and
-    per-tile APLS of metric-CRS line lists."""
+def reference_params():
+    """Vectorisation of a gap-free Massachusetts mask into its reference centrelines: no gap
+    bridging or snapping (a clean mask has no gaps), but crossings merged into one node and
+    doubled lines collapsed, because the masks were rasterised from OpenStreetMap centrelines,
+    which have one node per crossing and one line per road."""
+    from roadx.vectorize import VectorizeParams
+
+    return dataclasses.replace(VectorizeParams(), bridge_m=0.0, snap_m=0.0)
+
+
+def scores(gt_lines: list, pred_lines: list, area=None) -> dict:
+    """APLS (whole area and per 400 m tile, SpaceNet style), TOPO F1, centreline CCQ (3 m)
+    and junction F1 (10 m) of metric-CRS line lists; ``area`` bounds the tiles."""
+    from roadx.metrics.apls import apls_tiled
+    from roadx.metrics.graph import lines_to_graph
     from roadx.metrics.network import compare_networks
+    from roadx.metrics.topo import topo
 
     r = compare_networks(gt_lines, pred_lines)
-    out = {
+    return {
         "apls": round(r.apls.apls, 4),
+        "apls_tiles": round(apls_tiled(gt_lines, pred_lines, area=area).apls, 4),
+        "topo_f1": round(topo(lines_to_graph(gt_lines), lines_to_graph(pred_lines)).f1, 4),
         "correctness": round(r.ccq.correctness, 4),
         "completeness": round(r.ccq.completeness, 4),
         "junction_f1": round(r.junctions.f1, 4),
     }
-    try:
-        from roadx.metrics.topo import TopoParams, topo
-        from roadx.metrics.graph import lines_to_graph
-
-        t = topo(lines_to_graph(gt_lines), lines_to_graph(pred_lines), TopoParams())
-        out["topo_f1"] = round(t.f1, 4)
-    except ImportError:
-        pass
-    return out
 
 
 def network_lines(net, to_crs=None) -> list:
@@ -128,8 +137,19 @@ def network_lines(net, to_crs=None) -> list:
     return list(edges.geometry)
 
 
-def run_variants(prob: np.ndarray, *, gsd_m: float, transform=None, crs=None, to_crs=None,
-                 gt_lines: list) -> dict:
+def geographic_pixel_m(transform, width: int, height: int) -> tuple[float, float]:
+    """``(row_m, col_m)`` ground size of a lon/lat pixel at the raster centre (WGS84)."""
+    from pyproj import Geod
+
+    lon, lat = transform * (width / 2, height / 2)
+    geod = Geod(ellps="WGS84")
+    col_m = geod.inv(lon, lat, lon + transform.a, lat)[2]
+    row_m = geod.inv(lon, lat, lon, lat + transform.e)[2]
+    return float(row_m), float(col_m)
+
+
+def run_variants(prob: np.ndarray, *, gsd_m, transform=None, crs=None, to_crs=None,
+                 gt_lines: list, area=None) -> dict:
     """Vectorise ``prob`` with repair off and on; score both against ``gt_lines``."""
     from roadx.vectorize import VectorizeParams, vectorize
 
@@ -138,7 +158,7 @@ def run_variants(prob: np.ndarray, *, gsd_m: float, transform=None, crs=None, to
         t0 = time.perf_counter()
         net = vectorize(prob, transform=transform, crs=crs, pixel_size_m=gsd_m, params=params)
         seconds = time.perf_counter() - t0
-        row = scores(gt_lines, network_lines(net, to_crs))
+        row = scores(gt_lines, network_lines(net, to_crs), area)
         row["vectorize_s"] = round(seconds, 2)
         row["bridged"] = int(net.edges["bridged"].sum()) if len(net.edges) else 0
         result[name] = row
@@ -147,26 +167,30 @@ def run_variants(prob: np.ndarray, *, gsd_m: float, transform=None, crs=None, to
 
 def massachusetts_cases(cache: Path, limit: int, per_km: float, seed: int) -> list[dict]:
     """(a) gapped held-out masks and (b) predictions, against the masks' centrelines."""
+    from shapely.geometry import box
+
     from roadx.io.samples import read_labelled_pair
     from roadx.metrics.occlusion import occluded_probability, occlusion_points
     from roadx.vectorize import VectorizeParams, vectorize
 
     rows = []
+    reference = reference_params()
     for s in held_out_massachusetts(limit):
         truth = read_labelled_pair(s.image, s.labels[0], source_gsd_m=1.0, target_gsd_m=1.0)
         mask = truth.road & truth.valid
         ref = vectorize(mask.astype(np.float32), transform=None, crs=None, pixel_size_m=1.0,
-                        params=VectorizeParams().without_repair())
+                        params=reference)
         ref_lines = network_lines(ref)
         if not ref_lines:
             continue
         name = f"{s.source.name}/{s.image.stem}"
+        area = box(0, 0, mask.shape[1], mask.shape[0])  # pixel coordinates are metres at 1 m
         rng = np.random.default_rng(seed)
         gaps = occlusion_points(ref_lines, gsd_m=1.0, shape=mask.shape, per_km=per_km, rng=rng)
         for gap_m in GAP_LENGTHS_M:
             prob = occluded_probability(mask, gaps, gap_m=gap_m, gsd_m=1.0)
             row = {"case": f"gapped GT {gap_m:g} m", "image": name, "gaps": len(gaps)}
-            row.update(run_variants(prob, gsd_m=1.0, gt_lines=ref_lines))
+            row.update(run_variants(prob, gsd_m=1.0, gt_lines=ref_lines, area=area))
             rows.append(row)
             print(json.dumps(row), flush=True)
         pred_file = cache / f"{s.source.name}__{s.image.stem}.npy"
@@ -174,7 +198,7 @@ def massachusetts_cases(cache: Path, limit: int, per_km: float, seed: int) -> li
             prob = np.load(pred_file).astype(np.float32)
             prob[~truth.valid] = np.nan
             row = {"case": "prediction", "image": name}
-            row.update(run_variants(prob, gsd_m=1.0, gt_lines=ref_lines))
+            row.update(run_variants(prob, gsd_m=1.0, gt_lines=ref_lines, area=area))
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -197,8 +221,9 @@ def spacenet_cases(cache: Path, per_km: float, seed: int) -> list[dict]:
         transform, crs = ds.transform, ds.crs
     utm = gt.estimate_utm_crs()
     gt_lines = list(gt.to_crs(utm).geometry)
-    gsd_m = 0.3
-    ref = vectorize(mask.astype(np.float32), transform=None, crs=None, pixel_size_m=gsd_m,
+    pixel_m = geographic_pixel_m(transform, mask.shape[1], mask.shape[0])
+    gsd_m = float(np.sqrt(pixel_m[0] * pixel_m[1]))
+    ref = vectorize(mask.astype(np.float32), transform=None, crs=None, pixel_size_m=pixel_m,
                     params=VectorizeParams().without_repair())
     rng = np.random.default_rng(seed)
     gaps = occlusion_points(network_lines(ref), gsd_m=gsd_m, shape=mask.shape, per_km=per_km,
@@ -207,7 +232,7 @@ def spacenet_cases(cache: Path, per_km: float, seed: int) -> list[dict]:
         prob = occluded_probability(mask, gaps if gap_m else [], gap_m=gap_m, gsd_m=gsd_m)
         row = {"case": f"gapped GT {gap_m:g} m" if gap_m else "GT mask, no gaps",
                "image": "spacenet_solaris/sample_road_raster_mask", "gaps": len(gaps) if gap_m else 0}
-        row.update(run_variants(prob, gsd_m=gsd_m, transform=transform, crs=crs, to_crs=utm,
+        row.update(run_variants(prob, gsd_m=pixel_m, transform=transform, crs=crs, to_crs=utm,
                                 gt_lines=gt_lines))
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -229,8 +254,7 @@ def spacenet_cases(cache: Path, per_km: float, seed: int) -> list[dict]:
             strip = box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
             keep_rows = int((~transform * (0, strip.bounds[3]))[1])
             prob[keep_rows:] = np.nan
-        row_m = abs(transform.e) * 111320.0
-        col_m = abs(transform.a) * 111320.0 * np.cos(np.radians(36.14))
+        row_m, col_m = geographic_pixel_m(transform, prob.shape[1], prob.shape[0])
         aoi = gpd.GeoSeries([strip], crs=crs).to_crs(utm).iloc[0]
         gt_lines = [g.difference(aoi) for g in vegas_gt.to_crs(utm).geometry]
         gt_lines = [g for g in gt_lines if not g.is_empty]

@@ -267,7 +267,7 @@ def test_branch_running_into_nodata_is_not_pruned() -> None:
 def test_bands_give_the_same_network_as_the_whole_array() -> None:
     prob = synthetic_map()
     whole = vectorize(prob, transform=None, crs=None, pixel_size_m=0.5)
-    assert Counter(whole.nodes["degree"])[3] >= 8  # the map really has junctions
+    assert (whole.nodes["degree"] >= 3).sum() >= 8  # the map really has junctions
     for heights in ([100] * 6, [37] * 17, [9] * 67, [250, 1, 99, 180, 70]):
         banded = run_bands(prob, heights)
         assert len(banded.edges) == len(whole.edges)

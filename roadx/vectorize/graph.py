@@ -13,8 +13,10 @@ Pruning (on the merged graph, at the end), after CRESI ``04_skeletonize`` / ``05
 2. repeat until nothing changes (at most 16 rounds): remove self-loops shorter than
    ``min_loop_m``; remove terminal edges (an end node of degree 1 whose other node is a
    junction) shorter than ``min_spur_m`` or, when ``min_edge_prob > 0``, with a mean
-   probability below it, unless the end is a cut end (scene edge or nodata: a cut road is
-   not a spur); contract again;
+   probability below it, or, when they contain bridged pixels (gap bridging, see
+   :mod:`~roadx.vectorize.repair`), with less than ``min_component_m`` of found road (a
+   fragment bridged at one end only), unless the end is a cut end (scene edge or nodata: a
+   cut road is not a spur); contract again;
 3. drop connected pieces shorter than ``min_component_m`` in total (``min_spur_m`` for
    pieces that touch a cut end), and pieces without a cut end whose mean probability is
    below ``min_edge_prob``. Lines with bridged pixels are never dropped for probability.
@@ -133,7 +135,7 @@ def prune(graph: nx.MultiGraph, *, params: VectorizeParams) -> None:
     contract(graph)
     for round_ in range(_MAX_ROUNDS):
         removed = _remove_short_loops(graph, params.min_loop_m)
-        removed += _remove_spurs(graph, params.min_spur_m, params.min_edge_prob)
+        removed += _remove_spurs(graph, params)
         logger.debug("prune round %d: removed %d edges", round_, removed)
         if removed == 0:
             break
@@ -173,15 +175,19 @@ def _remove_short_loops(graph: nx.MultiGraph, min_loop_m: float) -> int:
     return len(loops)
 
 
-def _remove_spurs(graph: nx.MultiGraph, min_spur_m: float, min_prob: float = 0.0) -> int:
+def _remove_spurs(graph: nx.MultiGraph, params: VectorizeParams) -> int:
     deg = dict(graph.degree())
     spurs = []
     for u, v, k, d in graph.edges(keys=True, data=True):
         if u == v:
             continue
-        short = d["length_m"] < min_spur_m
-        faint = min_prob > 0 and _unbridged_mean_prob(d["path"]) < min_prob
-        if not (short or faint):
+        path = d["path"]
+        short = d["length_m"] < params.min_spur_m
+        faint = params.min_edge_prob > 0 and _unbridged_mean_prob(path) < params.min_edge_prob
+        # a fragment hanging on a bridge: without the bridge it would be a small piece
+        found_m = d["length_m"] * float(np.mean(~path.bridged))
+        hanging = bool(path.bridged.any()) and found_m < params.min_component_m
+        if not (short or faint or hanging):
             continue
         for end, other in ((u, v), (v, u)):
             if deg[end] == 1 and deg[other] >= 3 and not graph.nodes[end]["cut"]:

@@ -54,17 +54,17 @@ class VectorizeParams:
         bridge_m: gap bridging reach: a dead end is joined to a road (or another dead end)
             up to this far ahead of it along the least-cost path over the probability map,
             when the path's geometric-mean probability reaches ``bridge_min_prob`` (default
-            25 m; 0 turns bridging off).
+            30 m; 0 turns bridging off).
         bridge_min_prob: lowest geometric-mean road probability along a bridge (default
             0.1: a faint road under a canopy scores 0.15–0.3, bare ground below 0.05).
         bridge_angle_deg: half-angle of the cone ahead of a dead end, around its direction
-            of travel, in which bridges are searched (default 45°).
+            of travel, in which bridges are searched (default 60°).
         snap_m: a dead end this close to another road, ahead of it (within 60° of its
             direction), is joined to it whatever the probability: a T-junction (default
             5 m; 0 turns it off).
-        merge_junctions_m: two junctions joined by an edge shorter than this merge into
-            one node, e.g. the two degree-3 nodes of a shallow crossing become one
-            degree-4 node (default 8 m; 0 turns it off).
+        merge_junctions_m: two junctions joined by an edge shorter than this (or than
+            1.5 times that edge's road width) merge into one node: the two degree-3 nodes
+            of a crossing become one degree-4 node (default 8 m; 0 turns it off).
         duplicate_m: two lines between the same two nodes that stay within this distance
             of each other everywhere (Hausdorff) are one road drawn twice (both edges of a
             wide road, a median) and collapse into their centreline (default 15 m; 0 turns
@@ -89,9 +89,9 @@ class VectorizeParams:
     band_rows: int = 1024
     halo_px: int = 96
     min_edge_prob: float = 0.0
-    bridge_m: float = 25.0
+    bridge_m: float = 30.0
     bridge_min_prob: float = 0.1
-    bridge_angle_deg: float = 45.0
+    bridge_angle_deg: float = 60.0
     snap_m: float = 5.0
     merge_junctions_m: float = 8.0
     duplicate_m: float = 15.0

@@ -7,10 +7,11 @@ misses its T-junction. Both are repaired on the *skeleton pixels*, before tracin
 bridged pixels become part of the pixel graph and every later step (seams, pruning,
 contraction, geometry) treats them like any other road pixel, flagged ``bridged``:
 
-1. **Dead ends** (:func:`find_dead_ends`): the skeleton of a region is traced and pruned on
-   its own (as :func:`~roadx.vectorize.graph.prune` would: spurs, and fragments shorter than
-   ``min_component_m``, which are never bridged); degree-1 nodes that are not cut ends are
-   dead ends. The direction of travel is the chord over the last
+1. **Dead ends** (:func:`find_dead_ends`): the skeleton of a region is traced and
+   spur-pruned on its own (as :func:`~roadx.vectorize.graph.prune` would); degree-1 nodes
+   that are not cut ends are dead ends, also those of small fragments (a stretch of road
+   between two gaps). A fragment shorter than ``min_component_m`` that ends up bridged at
+   one end only is pruned with its bridge, as it would have been without repair. The direction of travel is the chord over the last
    ``min(10 m, branch)`` of the branch. Pruning first matters: the blunt end of a road
    skeletonises into a small fork whose prongs are spurs; the dead end is the fork's root.
 2. **Snapping** (``snap_m``): a dead end with another road within ``snap_m`` ahead of it
@@ -36,8 +37,9 @@ bands (each dead end sees the same pixels within its reach either way).
 
 On the merged graph, after pruning:
 
-4. **Junction merging** (``merge_junctions_m``): two junctions joined by a shorter edge merge
-   into one node (a shallow crossing skeletonises into two degree-3 nodes).
+4. **Junction merging** (``merge_junctions_m``): two junctions joined by an edge shorter than
+   ``merge_junctions_m``, or than 1.5 times its own width, merge into one node (a crossing
+   skeletonises into two degree-3 nodes joined by a link about ``w / tan(θ / 2)`` long).
 5. **Duplicate collapsing** (``duplicate_m``): two edges between the same two nodes that stay
    within ``duplicate_m`` of each other (Hausdorff distance) are one road drawn twice, e.g. the
    two carriageways around a median; they are replaced by their mean centreline.
@@ -70,6 +72,8 @@ from roadx.vectorize.trace import pixel_pairs, trace_band
 GEODESIC_FACTOR = 3.0
 # Length of branch (metres) over which a dead end's direction of travel is measured.
 DIRECTION_M = 10.0
+# A link between two junctions shorter than this many times its width is a crossing.
+CROSSING_WIDTHS = 1.5
 # Half-angle (degrees) of the cone ahead of a dead end in which it snaps to a road.
 SNAP_ANGLE_DEG = 60.0
 # Lowest probability used in -log p (keeps the path cost finite on p = 0 pixels).
@@ -103,15 +107,13 @@ def skeleton_repair_on(params: VectorizeParams) -> bool:
 def repair_reach_px(params: VectorizeParams, pixel: PixelSize) -> int:
     """Rows of skeleton and probability a dead end's repair reads above and below it.
 
-    Bridging, snapping, the pruning that finds dead ends (spurs, small fragments) and the
-    direction estimate all look at most this far from a dead end; a band vectoriser keeps this many rows of context
+    Bridging, snapping, the spur pruning that finds dead ends and the direction estimate
+    all look at most this far from a dead end; a band vectoriser keeps this many rows of context
     (0 when bridging and snapping are off).
     """
     if not skeleton_repair_on(params):
         return 0
-    reach_m = max(
-        params.bridge_m, params.snap_m, params.min_spur_m, params.min_component_m, DIRECTION_M
-    )
+    reach_m = max(params.bridge_m, params.snap_m, params.min_spur_m, DIRECTION_M)
     return int(math.ceil(reach_m / min(pixel.row_m, pixel.col_m))) + 3
 
 
@@ -135,9 +137,11 @@ def find_dead_ends(
         rows: ``(start, stop)`` global rows of the dead ends to return; should lie at least
             :func:`repair_reach_px` inside ``region`` unless ``region`` meets the scene edge.
         width: scene width in pixels.
-        params: the pruning parameters (``min_spur_m``, ``min_loop_m``, ``min_component_m``,
-            ``min_edge_prob``): an end that pruning removes is not a dead end, so a
-            fragment too small to keep is never bridged.
+        params: the pruning parameters (``min_spur_m``, ``min_loop_m``, ``min_edge_prob``):
+            the end of a spur that pruning removes is not a dead end. Small fragments are
+            kept here: a stretch of road between two gaps must be bridged at both ends
+            (a fragment bridged at one end only is pruned later, see
+            :func:`~roadx.vectorize.graph.prune`).
         pixel: ground pixel size in metres.
 
     Returns:
@@ -153,7 +157,7 @@ def find_dead_ends(
     stitcher = GraphStitcher(pixel)
     stitcher.add(band, raw)
     graph = stitcher.graph()
-    prune(graph, params=params)
+    prune(graph, params=dataclasses.replace(params, min_component_m=0.0))
     ends: list[DeadEnd] = []
     for node in graph.nodes:
         if graph.degree(node) != 1 or graph.nodes[node]["cut"]:
@@ -408,17 +412,24 @@ def repair_graph(graph: nx.MultiGraph, *, params: VectorizeParams, pixel: PixelS
 
 
 def merge_close_junctions(graph: nx.MultiGraph, merge_m: float) -> int:
-    """Merge junction pairs (both degree >= 3) joined by an edge shorter than ``merge_m``.
+    """Merge junction pairs (both degree >= 3) joined by a short edge.
 
-    The merged node sits at the mean of the two; the short edge is removed. Candidates are
-    taken shortest first, ties by position, so the result does not depend on node ids.
+    An edge is short when it is shorter than ``merge_m`` or than ``CROSSING_WIDTHS`` times
+    its own road width: where two roads of width ``w`` cross at an angle ``θ``, the skeleton
+    has two degree-3 nodes joined by a link about ``w / tan(θ / 2)`` long and ``1.4 w`` wide,
+    so every crossing of 45° or more is merged whatever the road width. The merged node sits
+    at the mean of the two; the short edge is removed. Candidates are taken shortest first,
+    ties by position, so the result does not depend on node ids.
 
     Returns:
         The number of merges.
     """
     candidates = []
     for u, v, data in graph.edges(data=True):
-        if u != v and data["length_m"] < merge_m:
+        if u == v:
+            continue
+        width_m = 2.0 * float(np.median(data["path"].edge_m))
+        if data["length_m"] < max(merge_m, CROSSING_WIDTHS * width_m):
             pos = sorted((graph.nodes[n]["row"], graph.nodes[n]["col"]) for n in (u, v))
             candidates.append((data["length_m"], pos, u, v, data["path"]))
     candidates.sort(key=lambda c: (c[0], c[1]))
