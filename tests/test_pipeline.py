@@ -275,3 +275,50 @@ def test_cli_predict_reports_the_precision(
     bad = CliRunner().invoke(app, ["predict", str(scene), "-o", str(tmp_path / "x.gpkg"),
                                    "--precision", "fp64"])
     assert bad.exit_code == 2 and "fp64" in bad.output
+
+
+def test_vectorize_cli_bridges_occlusions_and_no_repair_turns_it_off(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """`roadx vectorize` on the SpaceNet mask with faint occlusions (written beside the test,
+    never committed): the default bridges the gaps and flags them; --no-repair does not;
+    an explicit option after --no-repair still applies."""
+    from typer.testing import CliRunner
+
+    from roadx.cli import app
+    from roadx.metrics.occlusion import occluded_probability, occlusion_points
+    from roadx.vectorize import VectorizeParams, vectorize
+
+    src = shared_data / "spacenet_solaris" / "sample_road_raster_mask.tif"
+    with rasterio.open(src) as ds:
+        mask = ds.read(1) > 127
+        profile = ds.profile
+    reference = vectorize(mask.astype(np.float32), transform=None, crs=None,
+                          pixel_size_m=0.27, params=VectorizeParams().without_repair())
+    occlusions = occlusion_points(list(reference.edges.geometry), gsd_m=0.27,
+                                  shape=mask.shape, per_km=8.0, rng=np.random.default_rng(0))
+    prob = occluded_probability(mask, occlusions, gap_m=10.0, gsd_m=0.27)
+    occluded = tmp_path / "occluded.tif"
+    profile.update(dtype="float32", nodata=None)
+    with rasterio.open(occluded, "w", **profile) as ds:
+        ds.write(prob, 1)
+
+    def run(*options: str) -> tuple[dict, gpd.GeoDataFrame]:
+        out = tmp_path / f"roads{len(list(tmp_path.glob('roads*')))}.gpkg"
+        result = CliRunner().invoke(app, ["vectorize", str(occluded), "-o", str(out), "--json",
+                                          *options])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout), gpd.read_file(out, layer="roads")
+
+    report, roads = run()
+    assert report["bridged"] >= 5 and roads["bridged"].sum() == report["bridged"]
+    assert (roads.loc[roads["bridged"], "bridged_m"] > 5.0).all()
+    # each 10 m gap is bridged from road end to road end (plus the two half-widths)
+    assert roads["bridged_m"].sum() <= 20.0 * len(occlusions)
+    completeness, correctness = ccq(roads, _gt(shared_data))
+    assert completeness >= 0.95 and correctness >= 0.95, (completeness, correctness)
+    raw_report, raw = run("--no-repair")
+    assert raw_report["bridged"] == 0 and not raw["bridged"].any()
+    assert raw_report["dead_ends"] >= report["dead_ends"] + 8  # every gap adds two dead ends
+    only_bridging, _ = run("--no-repair", "--bridge-m", "30")
+    assert only_bridging["bridged"] >= 5

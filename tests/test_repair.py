@@ -216,9 +216,9 @@ def test_repairs_are_the_same_in_row_bands(rows: int) -> None:
 
 
 def test_bridged_attributes_are_written(tmp_path) -> None:
-    from roadx.io.vector import write_roads
-
     import geopandas as gpd
+
+    from roadx.io.vector import write_roads
 
     net = run(gap_road())
     out = tmp_path / "roads.gpkg"

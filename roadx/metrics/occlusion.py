@@ -60,7 +60,7 @@ def occlusion_points(
     lengths_m = np.array([line.length * gsd_m for line in lines_px])
     if lengths_m.sum() == 0:
         return []
-    wanted = int(round(per_km * lengths_m.sum() / 1000.0))
+    wanted = round(float(per_km * lengths_m.sum()) / 1000.0)
     chosen: list[Occlusion] = []
     h, w = shape
     edge_px = from_edge_m / gsd_m

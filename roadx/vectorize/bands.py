@@ -13,6 +13,12 @@ pixel coordinates. Spur pruning and degree-2 contraction run once, in
 :meth:`BandVectorizer.finish`, on the merged graph, so a road crossing any number of seams
 ends up as one edge. :func:`vectorize` is the same machine fed one band.
 
+Network repair (:mod:`~roadx.vectorize.repair`): when gap bridging or snapping is on, dead
+ends are repaired on the pending skeleton pixels before they are traced. Rows wait until the
+skeleton and probability within the repair reach (``repair_reach_px``: the bridge length in
+pixels plus a margin) below them are final, and the buffer keeps that many rows above the
+rows being repaired, so every dead end sees the same pixels as in a whole-scene run.
+
 Approximations of band processing (all local to ``halo_px`` around a seam):
 
 * Hysteresis: a weak (``threshold_low``) pixel counts as road only if its low-threshold
@@ -48,8 +54,10 @@ logger = logging.getLogger(__name__)
 class BandVectorizer:
     """Vectorise a probability raster delivered as consecutive full-width row bands.
 
-    Memory: ``(band + 2 * halo_px) x width`` float32 plus a few bool/int rasters of that
-    size while a band is processed, plus the road graph (sparse skeleton pixel paths).
+    Memory: ``(band + 2 * halo_px + 2 * reach) x width`` float32 (``reach``: the repair reach
+    in pixels, e.g. 103 rows at 0.3 m for the 30 m default bridge length; 0 with bridging
+    and snapping off) plus a few bool/int rasters of that size while a band is processed,
+    plus the road graph (sparse skeleton pixel paths).
 
     Args:
         width: scene width in pixels.
@@ -232,8 +240,9 @@ def vectorize(
 ) -> RoadNetwork:
     """Vectorise a whole road probability array into a georeferenced line network.
 
-    Threshold with hysteresis, clean the mask, skeletonise, trace the pixel graph, prune
-    spurs / short loops / small pieces, contract degree-2 nodes, simplify and georeference.
+    Threshold with hysteresis, clean the mask, skeletonise, bridge gaps and snap dead ends
+    onto nearby roads, trace the pixel graph, prune spurs / short loops / small pieces, merge
+    crossings, collapse doubled lines, contract degree-2 nodes, simplify and georeference.
 
     Args:
         prob: ``(H, W)`` float probability in ``[0, 1]`` (bool masks are accepted); NaN =
@@ -251,7 +260,8 @@ def vectorize(
             size is not positive.
 
     References:
-        CRESI (Van Etten, WACV 2020); pipeline-anchors.md §5.
+        CRESI (Van Etten, WACV 2020); DeepRoadMapper (Máttyus et al., ICCV 2017) for the
+        least-cost gap bridging; pipeline-anchors.md §5.
     """
     prob = _as_probability(prob)
     height, width = prob.shape

@@ -114,7 +114,7 @@ def repair_reach_px(params: VectorizeParams, pixel: PixelSize) -> int:
     if not skeleton_repair_on(params):
         return 0
     reach_m = max(params.bridge_m, params.snap_m, params.min_spur_m, DIRECTION_M)
-    return int(math.ceil(reach_m / min(pixel.row_m, pixel.col_m))) + 3
+    return math.ceil(reach_m / min(pixel.row_m, pixel.col_m)) + 3
 
 
 def find_dead_ends(
@@ -162,7 +162,7 @@ def find_dead_ends(
     for node in graph.nodes:
         if graph.degree(node) != 1 or graph.nodes[node]["cut"]:
             continue
-        (_, other, data), = graph.edges(node, data=True)
+        ((_, _, data),) = graph.edges(node, data=True)
         path = data["path"] if data["start"] == node else data["path"].reversed()
         row, col = int(path.rows[0]), int(path.cols[0])
         if not rows[0] <= row < rows[1]:
@@ -224,9 +224,13 @@ def bridge_dead_ends(
     spans: list[tuple[int, int]] = []  # (first row, last row) of each added path
     added_keys: set[int] = set()
     for end in dead_ends:
-        if any((end.row + dr) * width + end.col + dc in added_keys
-               for dr in (-1, 0, 1) for dc in (-1, 0, 1)):
-            continue  # an earlier bridge already ends here
+        # an earlier bridge already ends at this road end (within its half-width)
+        near = max(1, math.ceil(end.edge_m / min(pixel.row_m, pixel.col_m)))
+        if added_keys and any(
+            (end.row + dr) * width + end.col + dc in added_keys
+            for dr in range(-near, near + 1) for dc in range(-near, near + 1)
+        ):
+            continue
         r0 = max(end.row - reach, prob_row_off, 0)
         r1 = min(end.row + reach + 1, prob_row_off + prob.shape[0], height)
         c0, c1 = max(end.col - reach, 0), min(end.col + reach + 1, width)

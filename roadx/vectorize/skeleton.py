@@ -26,6 +26,7 @@ from skimage.morphology import skeletonize
 from roadx.vectorize.mask import road_mask
 from roadx.vectorize.params import PixelSize, VectorizeParams
 
+
 @dataclass(frozen=True, slots=True)
 class SkeletonPixels:
     """A list of skeleton pixels (or one ordered pixel path) with per-pixel samples.
