@@ -171,7 +171,7 @@ def massachusetts_cases(cache: Path, limit: int, per_km: float, seed: int) -> li
 
     from roadx.io.samples import read_labelled_pair
     from roadx.metrics.occlusion import occluded_probability, occlusion_points
-    from roadx.vectorize import VectorizeParams, vectorize
+    from roadx.vectorize import vectorize
 
     rows = []
     reference = reference_params()

@@ -92,7 +92,7 @@ SnapOpt = Annotated[
     float | None,
     typer.Option("--snap-m", min=0.0, rich_help_panel=_NET,
                  help="Join a dead end to a road this close ahead of it as a T-junction, m "
-                 "(default 5; 0: off)."),
+                 "(default 3; 0: off)."),
 ]
 MergeJunctionsOpt = Annotated[
     float | None,

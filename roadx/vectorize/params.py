@@ -60,8 +60,9 @@ class VectorizeParams:
         bridge_angle_deg: half-angle of the cone ahead of a dead end, around its direction
             of travel, in which bridges are searched (default 60°).
         snap_m: a dead end this close to another road, ahead of it (within 60° of its
-            direction), is joined to it whatever the probability: a T-junction (default
-            5 m; 0 turns it off).
+            direction; counted from the end of the road surface, i.e. plus both roads'
+            half-widths), is joined to it whatever the probability: a T-junction (default
+            3 m; 0 turns it off).
         merge_junctions_m: two junctions joined by an edge shorter than this (or than
             1.5 times that edge's road width) merge into one node: the two degree-3 nodes
             of a crossing become one degree-4 node (default 8 m; 0 turns it off).
@@ -92,7 +93,7 @@ class VectorizeParams:
     bridge_m: float = 30.0
     bridge_min_prob: float = 0.1
     bridge_angle_deg: float = 60.0
-    snap_m: float = 5.0
+    snap_m: float = 3.0
     merge_junctions_m: float = 8.0
     duplicate_m: float = 15.0
 

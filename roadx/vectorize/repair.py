@@ -325,7 +325,8 @@ def _repair_path(
     dx = (np.arange(w)[None, :] - sc) * pixel.col_m
     dist_m = np.hypot(dy, dx)
     along = dy * end.direction_m[0] + dx * end.direction_m[1]
-    start_disk = dist_m <= 1.5 * pixel.gsd_m
+    # the end of the road surface: the fork a blunt road end skeletonises into lies inside it
+    start_disk = dist_m <= max(1.5 * pixel.gsd_m, end.edge_m + pixel.gsd_m)
     blocked = (own_img | (near_own & ~start_disk) | np.isnan(patch)) & ~start_disk
     blocked[sr, sc] = False
 
