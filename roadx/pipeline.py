@@ -54,12 +54,25 @@ DEFAULT_MODEL = "d3fnet34"
 def default_weights_path(model: str = DEFAULT_MODEL) -> Path:
     """Where the shipped default weights of ``model`` live.
 
-    ``$ROADX_WEIGHTS_DIR/<model>.safetensors`` when that variable is set, else the
-    ``weights/`` folder beside the installed package (the repository's ``weights/``).
+    ``$ROADX_WEIGHTS_DIR/<model>.safetensors`` when that variable is set, else the package
+    data ``roadx.weights`` (the repository's top-level ``weights/`` folder, installed inside
+    the package by ``pip install .`` or a wheel; an editable install maps it to the source
+    tree).
     """
     root = os.environ.get("ROADX_WEIGHTS_DIR")
-    folder = Path(root) if root else Path(__file__).resolve().parents[1] / "weights"
-    return folder / f"{model}.safetensors"
+    if root:
+        return Path(root) / f"{model}.safetensors"
+    return _packaged_weights_file(f"{model}.safetensors")
+
+
+def _packaged_weights_file(name: str) -> Path:
+    """A file of the ``roadx.weights`` package data (the source ``weights/`` as fallback)."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("roadx.weights").joinpath(name)))
+    except ModuleNotFoundError:  # a source tree or editable install: the top-level folder
+        return Path(__file__).resolve().parents[1] / "weights" / name
 
 
 @dataclass(frozen=True)
