@@ -5,6 +5,30 @@ into ``error: <message>`` on stderr and exit code 1, without a traceback (set ``
 to see it). A message says what was found, what was expected and what to do next.
 """
 
+import errno
+
+_OS_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "is a folder, expected a file",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EEXIST: "already exists",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an operating-system error: ``"<file>: <reason> (<errno name>)"`` (the
+    file part only when the error names one, e.g. not for GDAL's own I/O errors)."""
+    reason = _OS_REASONS.get(err.errno or -1, err.strerror or str(err))
+    name = errno.errorcode.get(err.errno or -1)
+    text = reason if err.filename is None else f"{err.filename}: {reason}"
+    return text + (f" ({name})" if name else "")
+
 
 class RoadxError(Exception):
     """Root of all errors roadx raises on purpose."""

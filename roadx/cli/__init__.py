@@ -6,7 +6,6 @@ code 1 (no traceback unless ``ROADX_DEBUG=1``). Exit codes: 0 success, 1 error, 
 error, 130 interrupted.
 """
 
-import errno
 import os
 import signal
 
@@ -17,7 +16,9 @@ from roadx.cli import convert_weights, evaluate, models, predict, train, vectori
 from rich.markup import escape as markup_escape
 
 from roadx.cli.console import err_console
-from roadx.errors import RoadxError
+from roadx.errors import RoadxError, describe_os_error
+
+__all__ = ["app", "describe_os_error", "main"]
 
 app = typer.Typer(
     name="roadx",
@@ -54,28 +55,6 @@ app.command("models")(models.models)
 app.command("convert-weights")(convert_weights.convert_weights)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
-
-
-_OS_REASONS = {
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.ENAMETOOLONG: "file name too long",
-    errno.ENOENT: "no such file or folder",
-    errno.EISDIR: "is a folder, expected a file",
-    errno.ENOTDIR: "a part of the path is not a folder",
-}
-
-
-def describe_os_error(err: OSError) -> str:
-    """One line for an operating-system error: ``"<file>: <reason> (<errno name>)"`` (the
-    file part only when the error names one, e.g. not for GDAL's own I/O errors)."""
-    reason = _OS_REASONS.get(err.errno or -1, err.strerror or str(err))
-    name = errno.errorcode.get(err.errno or -1)
-    text = reason if err.filename is None else f"{err.filename}: {reason}"
-    return text + (f" ({name})" if name else "")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -8,21 +8,188 @@ Every roadx writer follows the same two rules (``../shared/specs/style.md`` §3.
    with :func:`os.replace` only on success (:func:`partial_path` for single files,
    :func:`atomic_outputs` for groups such as a Shapefile and its sidecars). An interrupted
    run therefore never leaves a half-written GeoPackage or GeoTIFF that QGIS would open.
+
+Temporary names carry their owner: ``.<name>.roadx-<host>-<pid>-<random>.partial`` (``<host>``:
+6 hex digits of the host name's hash). A run killed with SIGKILL cannot remove its own; the
+next run that checks an output in the same folder removes it (:func:`remove_stale_partials`),
+but only names of this form, only from this host, and only when process ``<pid>`` is gone.
 """
 
+import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from roadx.errors import OutputError, OutputExistsError
+from roadx.errors import OutputError, OutputExistsError, describe_os_error
 
 logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
+SIDE_FILE_BYTES = len("-journal")
+"""Bytes GDAL adds to an output's name for a file beside it while writing (SQLite's
+``<name>.gpkg-journal``); output names must leave room for them."""
+_DEFAULT_NAME_MAX = 255
+_OWNED = re.compile(r"^\.(?:.*\.)?roadx-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]+\.partial$")
+
+
+def _host_tag() -> str:
+    """6 hex digits naming this host in temporary names (PIDs are per host)."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _owner_tag() -> str:
+    """``roadx-<host>-<pid>-``: the part of a temporary name that says who writes it."""
+    return f"roadx-{_host_tag()}-{os.getpid()}-"
+
+
+def name_max(folder: Path) -> int:
+    """Longest file name (bytes) the file system of ``folder`` allows (255 if unknown)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return _DEFAULT_NAME_MAX
+
+
+def _fit_name(name: str, room: int) -> str:
+    """``name`` cut (by characters) to at most ``room`` bytes of UTF-8."""
+    while len(name.encode()) > room:
+        name = name[:-1]
+    return name
+
+
+def _temp_prefix(target: Path) -> str:
+    """Prefix of a temporary name beside ``target``: ``.<name>.roadx-<host>-<pid>-``, the
+    name part shortened so that the whole name fits the file system's limit."""
+    tag = _owner_tag()
+    room = name_max(target.parent) - len(tag) - len(PARTIAL_SUFFIX) - 2 - 8  # dots, random
+    return f".{_fit_name(target.name, max(room, 0))}.{tag}"
+
+
+def _process_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this host (also when it belongs to another user)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True  # unknown: keep the file
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files and folders that killed roadx runs left in ``folder``.
+
+    Only entries named like roadx's own temporary names (``.*roadx-<host>-<pid>-*.partial``)
+    whose ``<host>`` is this host and whose process ``<pid>`` no longer exists are removed;
+    anything else, including partials of live runs, is left alone. Failures to remove are
+    ignored (another run may be cleaning up at the same time).
+
+    Returns:
+        The entries removed.
+    """
+    removed: list[Path] = []
+    host = _host_tag()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _OWNED.match(entry.name)
+        if match is None or match["host"] != host or _process_alive(int(match["pid"])):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        logger.info("removed %s, left by an earlier roadx run (process %s) that was killed",
+                    path, match["pid"])
+        removed.append(path)
+    return removed
+
+
+def check_writable_folder(folder: Path, *, target: Path | None = None) -> None:
+    """Make sure files can be created in ``folder`` (by creating and removing one).
+
+    Permission bits alone do not tell (root, ACLs, read-only mounts), so a real temporary
+    file is created.
+
+    Args:
+        folder: an existing folder.
+        target: the output that will be written there (named in the message).
+
+    Raises:
+        roadx.errors.OutputError: the folder cannot be written (permission denied, read-only
+            file system, no space or inodes left...).
+    """
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{_owner_tag()}", suffix=PARTIAL_SUFFIX, dir=folder)
+    except OSError as err:
+        err.filename = None
+        who = f"{target}: " if target is not None else ""
+        raise OutputError(
+            f"{who}cannot write into the folder {folder}: {describe_os_error(err)}; choose "
+            "another output folder or make this one writable."
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_name_length(out: Path) -> None:
+    """Refuse output names that leave no room for GDAL's side files (see SIDE_FILE_BYTES)."""
+    limit = name_max(out.parent) - SIDE_FILE_BYTES
+    size = len(out.name.encode())
+    if size > limit:
+        raise OutputError(
+            f"{out}: the file name is {size} bytes; output names can be at most {limit} bytes "
+            f"here (the file system allows {limit + SIDE_FILE_BYTES}, and GDAL adds up to "
+            f"{SIDE_FILE_BYTES} for a file beside the output while writing). Shorten it."
+        )
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as text with a binary unit, e.g. ``"1.5 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_free_space(path: Path, need_bytes: int, *, what: str) -> None:
+    """Refuse to start when the disk of ``path``'s folder has less than ``need_bytes`` free.
+
+    Args:
+        path: an output file (its folder must exist).
+        need_bytes: estimated size of what will be written there.
+        what: the outputs, for the message, e.g. ``"the probability raster"``.
+
+    Raises:
+        roadx.errors.OutputError: too little free space (the message gives both numbers).
+    """
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if free < need_bytes:
+        raise OutputError(
+            f"{path}: {what} needs about {format_bytes(need_bytes)}, but only "
+            f"{format_bytes(free)} is free on {path.parent}; free some space or choose "
+            "another folder (--force skips this estimate)."
+        )
 
 
 def check_output_path(
@@ -39,9 +206,13 @@ def check_output_path(
     Returns:
         The path as an absolute :class:`~pathlib.Path`.
 
+    Also removes stale temporary files of killed runs from the folder
+    (:func:`remove_stale_partials`).
+
     Raises:
         roadx.errors.OutputError: the extension is not one of ``suffixes``, the parent
-            folder does not exist, or the path is a folder.
+            folder does not exist or cannot be written, the path is a folder, or the name is
+            too long for the file system.
         roadx.errors.OutputExistsError: the file exists and ``overwrite`` is false.
     """
     out = Path(path).expanduser().absolute()
@@ -56,10 +227,13 @@ def check_output_path(
             f"{out}: the folder {out.parent} does not exist; create it first or choose "
             "another output path."
         )
+    _check_name_length(out)
     if out.is_dir():
         raise OutputError(f"{out} is a folder; expected a file path ending in {out.suffix}.")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it.")
+    remove_stale_partials(out.parent)
+    check_writable_folder(out.parent, target=out)
     return out
 
 
@@ -95,12 +269,12 @@ def vector_output_paths(
 def partial_path(path: Path) -> Path:
     """Create the temporary file a single-file writer writes to, beside ``path``.
 
-    The name is unique (``.<name>.<random>.partial``, created empty with :func:`tempfile.mkstemp`
-    and given the normal permissions of new files), so two runs writing the same output never
-    share a temporary file: each finishes or fails on its own, and the last
-    :func:`os.replace` wins.
+    The name is unique (``.<name>.roadx-<host>-<pid>-<random>.partial``, the name part
+    shortened to fit the file system; created empty with :func:`tempfile.mkstemp` and given
+    the normal permissions of new files), so two runs writing the same output never share a
+    temporary file: each finishes or fails on its own, and the last :func:`os.replace` wins.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent)
     os.close(fd)
     mask = os.umask(0)  # read the umask: mkstemp leaves 0600, outputs get the usual mode
     os.umask(mask)
@@ -134,7 +308,7 @@ def atomic_outputs(folder: Path) -> Iterator[Path]:
     Yields:
         The temporary folder to write into.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=".roadx-", suffix=PARTIAL_SUFFIX, dir=folder))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_owner_tag()}", suffix=PARTIAL_SUFFIX, dir=folder))
     try:
         yield tmp
         for item in sorted(tmp.iterdir()):

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +40,7 @@ from torch import nn
 
 from roadx import __version__
 from roadx.errors import CheckpointError, InputError, OutputError
+from roadx.io.paths import partial_path
 from roadx.models.card import ModelCard
 from roadx.models.registry import create_model, list_models
 
@@ -214,6 +214,34 @@ def _restore(tensors: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch
     return state
 
 
+def _check_dtypes(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path
+) -> None:
+    """Refuse tensors of the wrong kind: a weight must be floating point (float16/32/64,
+    bfloat16, or int8 with scales, already dequantized here), an integer buffer such as
+    ``num_batches_tracked`` an integer; bool and complex tensors fit neither.
+
+    Raises:
+        CheckpointError: naming up to three offending tensors with their dtypes.
+    """
+    wrong = []
+    for key, ref in expected.items():
+        value = state[key]
+        if ref.is_floating_point():
+            ok = value.is_floating_point()
+        else:
+            ok = not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+        if not ok:
+            wrong.append(f"{key} is {str(value.dtype).removeprefix('torch.')}")
+    if wrong:
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds tensors of the wrong type: {', '.join(wrong[:3])}{more}; expected "
+            "floating-point weights (float32, float16, bfloat16, or int8 with per-channel "
+            "scales). The file is damaged or was not written by roadx."
+        )
+
+
 def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
@@ -312,8 +340,7 @@ def save_checkpoint(
         **({KEY_STORAGE: INT8_STORAGE} if storage == "int8" else {}),
         **extra,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
+    tmp = partial_path(path)
     try:
         save_file(tensors, tmp, metadata=header)
         # mkstemp, and safetensors' save_file too, leave 0600; a checkpoint is a normal file
@@ -384,8 +411,9 @@ def load_checkpoint(
         InputError: The file does not exist.
         CheckpointError: Not a safetensors file, corrupt header, missing roadx metadata,
             unknown architecture, or tensors that do not match the architecture (missing or
-            unexpected keys, shape mismatch; the message lists some), int8 weights
-            without their scales, or NaN/infinite weights.
+            unexpected keys, shape mismatch; the message lists some), tensors of the wrong
+            dtype (e.g. int64 or bool weights), int8 weights without their scales, or
+            NaN/infinite weights.
     """
     path = Path(path)
     meta = read_checkpoint_metadata(path)
@@ -421,6 +449,7 @@ def load_checkpoint(
     problem = describe_mismatch(_shapes(model.state_dict()), _shapes(state))
     if problem:
         raise CheckpointError(f"{path} does not match architecture {name!r}: {problem}.")
+    _check_dtypes(model.state_dict(), state, path)
     broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
