@@ -13,6 +13,7 @@ probabilities in [0, 1], 0/255 masks and 0/1 masks, row band by row band.
 import logging
 import math
 import os
+import shutil
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -23,13 +24,20 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
-from roadx.errors import InputError
-from roadx.io.paths import check_output_path, discard, partial_path
-from roadx.io.raster import VALID_MIN, decimated_shape, gdal_env, open_dataset, read_georeferencing
+from roadx.errors import InputError, OutputError
+from roadx.io.paths import check_output_path, discard, format_bytes, partial_path
+from roadx.io.raster import (
+    VALID_MIN,
+    decimated_shape,
+    gdal_env,
+    gdal_reason,
+    open_dataset,
+    read_georeferencing,
+)
 from roadx.tiling import Window
 
 logger = logging.getLogger(__name__)
@@ -60,11 +68,11 @@ def encode_probability(prob: np.ndarray) -> np.ndarray:
 class ProbabilityWriter:
     """Write a probability raster window by window; the file appears only on success.
 
-    The data go to a unique hidden ``.<name>.<random>.partial`` file beside ``path``;
-    :meth:`close` (or leaving the ``with`` block normally) builds overviews and renames it to
-    ``path`` with :func:`os.replace`, so concurrent runs never clobber each other's temporary
-    file. On an exception the
-    partial file is removed. Pixels never written read as nodata (255). Memory is one block.
+    The data go to a unique hidden ``.<name>.roadx-<host>-<pid>-<random>.partial`` file beside
+    ``path``; :meth:`close` (or leaving the ``with`` block normally) builds overviews and
+    renames it to ``path`` with :func:`os.replace`, so concurrent runs never clobber each
+    other's temporary file (:meth:`finish` and :meth:`commit` do the two halves separately).
+    On an exception the partial file is removed. Pixels never written read as nodata (255). Memory is one block.
 
     Args:
         path: output ``.tif``/``.tiff``.
@@ -101,7 +109,8 @@ class ProbabilityWriter:
         self._dst.offsets = (0.0,)
         self._dst.update_tags(**{TAG: TAG_TEXT})
         self._dst.set_band_description(1, "road probability (0-1)")
-        self._closed = False
+        self._finished = False
+        self._committed = False
 
     def write(self, window: Window, prob: np.ndarray) -> None:
         """Write probabilities for one window of the grid.
@@ -112,8 +121,9 @@ class ProbabilityWriter:
 
         Raises:
             ValueError: ``prob`` does not match the window, or the writer is closed.
+            roadx.errors.OutputError: GDAL cannot write (disk full, I/O error).
         """
-        if self._closed:
+        if self._finished:
             raise ValueError(f"{self.path}: the probability writer is already closed")
         if prob.shape != window.shape:
             raise ValueError(f"prob has shape {prob.shape}, expected {window.shape} for {window}")
@@ -122,32 +132,70 @@ class ProbabilityWriter:
             return
         rows, cols = inner.relative_to(window)
         rio = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
-        self._dst.write(encode_probability(prob[rows, cols]), 1, window=rio)
+        try:
+            self._dst.write(encode_probability(prob[rows, cols]), 1, window=rio)
+        except RasterioError as err:
+            raise self._write_error(err) from err
 
-    def close(self) -> None:
-        """Finish the file (overviews) and move it into place."""
-        if self._closed:
+    def _write_error(self, err: BaseException) -> OutputError:
+        """An :class:`OutputError` naming the output, GDAL's reason and the free space."""
+        try:
+            free = f"; {format_bytes(shutil.disk_usage(self.path.parent).free)} free there"
+        except OSError:
+            free = ""
+        return OutputError(
+            f"{self.path}: writing the probability raster failed ({gdal_reason(err)}{free}); "
+            "check free space and permissions of its folder."
+        )
+
+    def finish(self) -> None:
+        """Build the overviews and close the file, which stays under its temporary name
+        until :meth:`commit` (so that several outputs can be put in place together).
+
+        Raises:
+            roadx.errors.OutputError: GDAL cannot finish the file (disk full, I/O error);
+                the temporary file is removed.
+        """
+        if self._finished:
             return
-        self._closed = True
+        self._finished = True
         try:
             factors = [2**i for i in range(1, 32) if max(self.width, self.height) / 2**i >= 256]
             if self._overviews and factors:
                 self._dst.build_overviews(factors, Resampling.average)
                 self._dst.update_tags(ns="rio_overview", resampling="average")
             self._dst.close()
-            os.replace(self._partial, self.path)
-        except BaseException:
+        except BaseException as err:
             self._dst.close()
             discard(self._partial)
+            if isinstance(err, RasterioError):
+                raise self._write_error(err) from err
             raise
-        logger.info("wrote probability raster %s", self.path)
+
+    def commit(self) -> None:
+        """Move the finished file into place (:func:`os.replace`); finishes it first."""
+        self.finish()
+        if not self._committed:
+            try:
+                os.replace(self._partial, self.path)
+            except BaseException:
+                discard(self._partial)
+                raise
+            self._committed = True
+            logger.info("wrote probability raster %s", self.path)
+
+    def close(self) -> None:
+        """Finish the file (overviews) and move it into place."""
+        self.commit()
 
     def abort(self) -> None:
-        """Close and remove the partial file; ``path`` is left untouched."""
-        if not self._closed:
-            self._closed = True
+        """Close and remove the temporary file; ``path`` is left untouched (also after a
+        :meth:`finish`; after :meth:`commit` this does nothing)."""
+        if not self._finished:
+            self._finished = True
             self._dst.close()
-        discard(self._partial)
+        if not self._committed:
+            discard(self._partial)
 
     def __enter__(self) -> "ProbabilityWriter":
         return self
@@ -208,9 +256,8 @@ class ProbabilityRaster:
         if not np.issubdtype(dtype, np.floating) and (scale != 1.0 or offset != 0.0):
             return "scaled", scale, offset
         shape = decimated_shape(src.height, src.width)
-        with gdal_env(uri):
-            sample = src.read(1, out_shape=shape)
-            valid = src.read_masks(1, out_shape=shape) >= VALID_MIN
+        sample, masks = self._read(out_shape=shape)
+        valid = masks >= VALID_MIN
         values = sample[valid & np.isfinite(sample)] if sample.dtype.kind == "f" else sample[valid]
         lo = float(values.min()) if values.size else 0.0
         hi = float(values.max()) if values.size else 0.0
@@ -230,6 +277,21 @@ class ProbabilityRaster:
             "raster, float probabilities in [0, 1], or a 0/1 or 0/255 road mask."
         )
 
+    def _read(self, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Band 1 and its mask (``src.read`` keyword arguments: ``window``, ``out_shape``).
+
+        Raises:
+            roadx.errors.InputError: GDAL cannot read the pixels (corrupt or truncated file).
+        """
+        try:
+            with gdal_env(self._uri):
+                return self._src.read(1, **kwargs), self._src.read_masks(1, **kwargs)
+        except RasterioIOError as err:
+            raise InputError(
+                f"{self._uri}: reading the pixels failed ({gdal_reason(err)}); the file may be "
+                "corrupt or truncated."
+            ) from err
+
     def read_rows(self, row0: int, row1: int) -> np.ndarray:
         """Read full-width rows ``[row0, row1)`` as probabilities.
 
@@ -244,10 +306,8 @@ class ProbabilityRaster:
         a, b = max(row0, 0), min(row1, self.height)
         if b <= a:
             return out
-        window = RioWindow(0, a, self.width, b - a)
-        with gdal_env(self._uri):
-            values = self._src.read(1, window=window)
-            valid = self._src.read_masks(1, window=window) >= VALID_MIN
+        values, masks = self._read(window=RioWindow(0, a, self.width, b - a))
+        valid = masks >= VALID_MIN
         prob = values.astype(np.float32) * np.float32(self._scale) + np.float32(self._offset)
         np.clip(prob, 0.0, 1.0, out=prob)
         prob[~valid] = np.nan

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 STRETCH_PERCENTILES = (2.0, 98.0)
 DECIMATED_LONG_SIDE_PX = 1024
 RESAMPLE_TOLERANCE = 0.10
+_MAX_GRID_PX = 2**31 - 1  # GDAL's raster sizes are C ints
 VALID_MIN = 128  # mask values >= this are valid (GDAL masks are 0/255; alpha may be graded)
 _COLOURS = ("R", "G", "B")
 
@@ -78,6 +79,13 @@ def gdal_env(path: str) -> rasterio.Env:
                             GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES",
                             GDAL_CACHEMAX=GDAL_CACHE_MB)
     return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE", GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
+def gdal_reason(err: BaseException) -> str:
+    """The most specific message of a GDAL error: rasterio's "Read failed. See previous
+    exception for details." hides GDAL's own reason in the exception it was raised from."""
+    cause = err.__cause__ or err.__context__
+    return str(cause) if cause is not None and str(cause) else str(err)
 
 
 def _is_remote(path: str) -> bool:
@@ -180,6 +188,11 @@ def _select_bands(
     rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
     if bands is None:
         image = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
+        if not image:
+            raise SceneError(
+                f"{path} has only alpha (transparency) band(s), {count} in all, and no image "
+                "band; expected image data. If band 1 does hold the image, pass --bands 1."
+            )
         if all(c in interp for c in rgb):
             chosen = [interp.index(c) + 1 for c in rgb]
         elif len(image) != 2:  # one panchromatic band, or the first three
@@ -326,8 +339,8 @@ class Scene:
                 masks = self._reader.read_masks(self._mask_bands, window=rio)
                 data = None if masks_only else self._reader.read(self._bands, window=rio)
         except RasterioIOError as err:
-            raise InputError(f"{self._uri}: reading {window} failed ({err}); the file may be "
-                             "corrupt or truncated.") from err
+            raise InputError(f"{self._uri}: reading {window} failed ({gdal_reason(err)}); the "
+                             "file may be corrupt or truncated.") from err
         valid = (masks >= VALID_MIN).any(axis=0)
         if data is not None and np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
@@ -456,6 +469,12 @@ def _warped_grid(
     sx, sy = target_gsd_m / col_m, target_gsd_m / row_m
     width = max(1, math.ceil(src.width / sx - 1e-6))
     height = max(1, math.ceil(src.height / sy - 1e-6))
+    if max(width, height) > _MAX_GRID_PX:
+        raise SceneError(
+            f"{src.name}: resampling from {georef.gsd_m:.3g} m to {target_gsd_m:.3g} m per pixel "
+            f"would make a {width:,} × {height:,} px grid, larger than GDAL can address "
+            f"({_MAX_GRID_PX:,} px a side); check the weights' GSD, or pass --no-resample."
+        )
     transform = georef.transform @ Affine.scale(sx, sy)
     factor = target_gsd_m / georef.gsd_m
     resampling = Resampling.average if factor > 2 else Resampling.bilinear

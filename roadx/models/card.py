@@ -9,6 +9,7 @@ stored as JSON in every roadx checkpoint (metadata key ``"roadx.card"``), in the
 This module is torch-free.
 """
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -42,9 +43,9 @@ class ModelCard:
             JSON-serialisable values only.
 
     Raises:
-        InputError: On construction, for an unknown ``output``, a non-positive ``gsd_m``, a
-            ``tile_px`` not a positive multiple of 32, an empty ``bands`` or a zero
-            ``input_scale``.
+        InputError: On construction, for an unknown ``output``, a ``gsd_m`` that is not a
+            finite positive number, a ``tile_px`` not a positive multiple of 32, an empty
+            ``bands``, a zero ``input_scale``, or a non-finite ``input_scale``/``input_offset``.
     """
 
     name: str
@@ -72,15 +73,22 @@ class ModelCard:
             raise InputError(
                 f"model card {self.name!r} has no bands; expected e.g. ('B', 'G', 'R')."
             )
-        if not self.gsd_m > 0:
+        if not (isinstance(self.gsd_m, int | float) and 0 < self.gsd_m < math.inf):
             raise InputError(
-                f"model card {self.name!r} has gsd_m={self.gsd_m}; expected a value > 0 m."
+                f"model card {self.name!r} has gsd_m={self.gsd_m}; expected a finite value "
+                "> 0 m."
             )
-        if self.tile_px <= 0 or self.tile_px % 32:
+        if not isinstance(self.tile_px, int) or self.tile_px <= 0 or self.tile_px % 32:
             raise InputError(
                 f"model card {self.name!r} has tile_px={self.tile_px}; expected a positive "
                 "multiple of 32 (the networks downsample by 32)."
             )
+        for name in ("input_scale", "input_offset"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                raise InputError(
+                    f"model card {self.name!r} has {name}={value}; expected a finite number."
+                )
         if self.input_scale == 0:
             raise InputError(
                 f"model card {self.name!r} has input_scale=0; expected a non-zero factor."
