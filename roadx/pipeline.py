@@ -41,8 +41,9 @@ from roadx.vectorize import BandVectorizer, RoadNetwork, VectorizeParams
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
-    from roadx.tiling import Window
+    from roadx.tiling import TileGrid, Window
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ class ExtractOptions:
             a worker thread behind a bounded queue, so the model does not wait for them
             (False: the same work in the model's thread; the output is identical).
         threads: torch intra-op CPU threads (None: torch's default, one per core).
+        force: run even when the up-front estimates say the run is unusually large (more
+            windows than :data:`roadx.predict.budget.MAX_WINDOWS`, more memory than is
+            available now) or the probability raster may not fit the free disk space; a run
+            that needs more memory than the machine has is refused anyway.
 
     Raises:
         roadx.errors.InputError: ``tile_px`` is not a positive multiple of 32.
@@ -114,6 +119,7 @@ class ExtractOptions:
     vectorize: VectorizeParams = field(default_factory=VectorizeParams)
     concurrent: bool = True
     threads: int | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.tile_px is not None and (self.tile_px < 32 or self.tile_px % 32):
@@ -235,7 +241,10 @@ def extract(
         roadx.errors.InputError: missing scene or weights file.
         roadx.errors.SceneError: no georeferencing (and no ``gsd_m``), bad bands, no valid pixel.
         roadx.errors.CheckpointError: corrupt or mismatched weights, no default weights.
-        roadx.errors.OutputError: unsupported extension, missing folder, or output exists.
+        roadx.errors.OutputError: unsupported extension, missing or unwritable folder, output
+            exists, or (without ``force``) too little free space for the probability raster.
+        roadx.errors.InputError: (without ``force``) more windows or memory than the
+            estimates allow, or (always) more memory than the machine has.
         roadx.errors.DeviceError: CUDA requested but absent.
     """
     from roadx.io import ProbabilityWriter, open_scene, write_roads
@@ -267,6 +276,7 @@ def extract(
         tile_px = options.tile_px or _default_tile_px(card.tile_px, scene.height, scene.width)
         overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
         grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
+        _check_budget(scene_path, grid, options, device)
         total = len(grid)
         area_km2 = _area_km2(scene)
         done = 0
@@ -283,20 +293,28 @@ def extract(
         )
         with contextlib.ExitStack() as stack:
             sinks: list[BandSink] = []
+            writer = None
             if options.probability_path is not None:
-                writer = stack.enter_context(ProbabilityWriter(
+                writer = ProbabilityWriter(
                     options.probability_path,
                     width=scene.width,
                     height=scene.height,
                     crs=scene.crs,
                     transform=scene.transform,
                     overwrite=options.overwrite,
-                ))
+                )
+                stack.callback(writer.abort)  # removes the temporary file unless committed
                 sinks.append(writer.write)
             sinks.append(lambda window, prob: vectorizer.add_rows(window.row_off, prob))
             consume_bands(bands, sinks, concurrent=options.concurrent)
-        network = vectorizer.finish()
-        written = write_roads(network, output, overwrite=options.overwrite)
+            if writer is not None:
+                writer.finish()
+            network = vectorizer.finish()
+            # the outputs as a set: the probability raster is put in place only after the
+            # road layers were written, so a failed run leaves neither
+            written = write_roads(network, output, overwrite=options.overwrite)
+            if writer is not None:
+                writer.commit()
         seconds = time.perf_counter() - start
         result = ExtractResult(
             scene=str(scene_path),
@@ -324,6 +342,31 @@ def extract(
         )
     log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
     return result
+
+
+def _check_budget(
+    scene_path: Path, grid: "TileGrid", options: ExtractOptions, device: "torch.device"
+) -> None:
+    """Refuse a run whose estimated windows, memory or probability-raster size is absurd,
+    before anything is allocated or written (see :mod:`roadx.predict.budget`)."""
+    from roadx.io.paths import check_free_space
+    from roadx.predict.budget import check_run, estimate_run
+    from roadx.predict.engine import images_per_forward
+    from roadx.predict.tta import tta_views
+    from roadx.runtime.memory import memory_limits
+
+    estimate = estimate_run(
+        height=grid.height, width=grid.width, tile_px=grid.tile_px, windows=len(grid),
+        batch_size=options.predict.batch_size, views=len(tta_views(options.predict.tta)),
+        images_per_forward=images_per_forward(options.predict, device),
+        on_gpu=device.type == "cuda", probability=options.probability_path is not None,
+    )
+    log.info("estimate: %d windows, peak memory about %.2f GiB", estimate.windows,
+             estimate.memory_bytes / 2**30)
+    check_run(estimate, memory_limits(), force=options.force, scene=str(scene_path))
+    if options.probability_path is not None and not options.force:
+        check_free_space(Path(options.probability_path).absolute(), estimate.probability_bytes,
+                         what="the probability raster")
 
 
 BandSink = Callable[["Window", "np.ndarray"], None]

@@ -97,6 +97,13 @@ def predict(
             "--no-resample", help="Do not resample the scene to the model's GSD (not advised)."
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Run even when the up-front estimate finds an unusually large run "
+            "(over 20,000 windows, more memory than available, too little disk space)."
+        ),
+    ] = False,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -133,6 +140,7 @@ def predict(
         ),
         vectorize=params,
         threads=threads,
+        force=force,
     )
     with area_progress(
         "predict", unit="windows", enabled=not json_output and quiet == 0

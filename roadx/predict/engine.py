@@ -120,6 +120,7 @@ class _BatchReader:
         self._tiles = iter(grid)
         self._tile_px = grid.tile_px
         self._batch_size = batch_size
+        self._capacity = min(batch_size, len(grid))  # the buffer never outgrows the scene
         self._pin = pin
 
     def __call__(self) -> _Batch | None:
@@ -144,13 +145,13 @@ class _BatchReader:
             has_data.append(bool(valid.any()))
             if has_data[-1]:
                 if buf is None:
-                    buf = np.empty((self._batch_size, image.shape[0], t, t), dtype=np.uint8)
+                    buf = np.empty((self._capacity, image.shape[0], t, t), dtype=np.uint8)
                 x = buf[len(valids)]  # (C, t, t) view
                 np.copyto(x, image)
                 # nodata -> 0 (black): training pads crops with black
                 np.copyto(x, np.uint8(0), where=~valid)
                 valids.append(valid)
-            if len(valids) == self._batch_size or len(tiles) >= 16 * self._batch_size:
+            if len(valids) == self._capacity or len(tiles) >= 16 * self._batch_size:
                 break
         if not tiles:
             return None
@@ -209,6 +210,17 @@ class _Forward:
         return y if self.card.output == "probabilities" else torch.sigmoid(y)
 
 
+def images_per_forward(options: PredictOptions, device: torch.device) -> int:
+    """Images (windows × TTA views) per forward pass: the whole batch, capped by
+    ``options.max_images_per_forward`` or, on CPU, by :data:`CPU_IMAGES_PER_FORWARD`."""
+    chunk = options.batch_size * len(tta_views(options.tta))
+    if options.max_images_per_forward is not None:
+        return min(chunk, options.max_images_per_forward)
+    if device.type == "cpu":
+        return min(chunk, CPU_IMAGES_PER_FORWARD)
+    return chunk
+
+
 def predict_scene(
     read: ReadFn,
     grid: TileGrid,
@@ -253,16 +265,11 @@ def predict_scene(
     """
     device = resolve_device(options.device)
     precision = choose_precision(options.precision, device)
-    n_views = len(tta_views(options.tta))
     model = model.to(device).eval()
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     stitcher = Stitcher(grid, blend=options.blend)
-    chunk = options.batch_size * n_views
-    if options.max_images_per_forward is not None:
-        chunk = min(chunk, options.max_images_per_forward)
-    elif device.type == "cpu":
-        chunk = min(chunk, CPU_IMAGES_PER_FORWARD)
+    chunk = images_per_forward(options, device)
     forward = _Forward(model, card, device, precision, options)
     backoff = BackoffForward(forward, device, chunk=chunk)
     reader = _BatchReader(read, grid, batch_size=options.batch_size, pin=device.type == "cuda")
