@@ -11,10 +11,10 @@ With ``report_dir`` it writes ``report.json``, ``diff.gpkg`` (layers ``missed``,
 ``matched``) and ``comparison.png``.
 """
 
+import contextlib
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
-from roadx.errors import EvaluationError, InputError, OutputExistsError
+from roadx.errors import EvaluationError, InputError, OutputError, OutputExistsError
 from roadx.io import reference as ref
 from roadx.metrics.apls import AplsParams, TiledAplsResult, apls_tiled
 from roadx.metrics.figure import Underlay, mask_overlay, plot_comparison
@@ -37,6 +37,12 @@ from roadx.metrics.topo import TopoParams, TopoResult, topo
 
 logger = logging.getLogger(__name__)
 REPORT_FILES = ("report.json", "diff.gpkg", "comparison.png")
+MAX_SPAN_M = 1_000_000.0
+"""Widest area ``roadx eval`` compares (metres in the UTM zone of the ground truth): beyond
+it one UTM zone distorts lengths too much, and the lines are most likely wrong."""
+MAX_AREA_KM2 = 10_000.0
+"""Largest compared area (bounding box) evaluated without ``force``: about 62,500 APLS tiles
+of 400 m and millions of TOPO marbles."""
 _GT_THRESHOLD = 0.5  # ground-truth rasters are masks: road where value >= 0.5
 
 
@@ -169,9 +175,22 @@ def _pixel_size_m(grid: ref.RasterGrid, utm: CRS) -> tuple[float, float]:
 
 
 def _lines_utm(side: _Side, utm: CRS, threshold: float) -> list[BaseGeometry]:
-    """Lines of one side in the metric CRS; a raster is vectorised (hysteresis low 0.6 x)."""
+    """Lines of one side in the metric CRS; a raster is vectorised (hysteresis low 0.6 x).
+
+    Raises:
+        InputError: lines that cannot be placed in ``utm`` (coordinates outside the valid
+            area of their CRS, which the transformation turns into infinities).
+    """
     if side.lines is not None:
-        return list(side.lines.to_crs(utm).values)
+        lines = side.lines.to_crs(utm)
+        xy = shapely.get_coordinates(lines.values)
+        if not np.isfinite(xy).all():
+            raise InputError(
+                f"{side.path} has coordinates that cannot be placed in {utm.to_string()} (outside "
+                f"the valid area of its CRS {side.lines.crs.to_string()}?); check its CRS and "
+                "coordinates."
+            )
+        return list(lines.values)
     assert side.raster is not None
     from roadx.vectorize import VectorizeParams, vectorize
 
@@ -214,6 +233,7 @@ def evaluate(
     ignore: str | Path | None = None,
     report_dir: str | Path | None = None,
     overwrite: bool = False,
+    force: bool = False,
     on_stage: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Compare a road prediction with ground truth; optionally write the report folder.
@@ -228,26 +248,31 @@ def evaluate(
         aoi: polygon file (or raster footprint) limiting the comparison; default: the image,
             else the prediction raster's footprint, else everything.
         ignore: polygon file of regions left out (watermarks, no-data).
-        report_dir: folder for ``report.json``, ``diff.gpkg`` and ``comparison.png``.
+        report_dir: folder for ``report.json``, ``diff.gpkg`` and ``comparison.png``
+            (created if missing; checked before any work; the three files are put in place
+            together, after all of them were written).
         overwrite: replace existing report files.
+        force: evaluate areas larger than :data:`MAX_AREA_KM2` (up to :data:`MAX_SPAN_M`).
         on_stage: called with a stage name ("read", "graphs", "ccq", "apls", ...).
 
     Returns:
         :class:`EvalReport`.
 
     Raises:
-        InputError: unreadable input, or inputs that cannot be aligned.
+        InputError: unreadable input, inputs that cannot be aligned, or lines with NaN,
+            infinite or out-of-range coordinates.
         SceneError: an input that should be georeferenced has no CRS.
-        EvaluationError: empty ground truth, or no overlap between prediction and ground truth.
+        EvaluationError: empty ground truth, no overlap between prediction and ground truth,
+            or lines spanning more than :data:`MAX_SPAN_M` (or :data:`MAX_AREA_KM2` without
+            ``force``).
+        OutputError: ``report_dir`` is a file or cannot be created or written.
         OutputExistsError: report files exist and ``overwrite`` is False.
     """
     stage = on_stage or (lambda name: None)
     pred, gt = Path(pred), Path(gt)
     out_dir = Path(report_dir) if report_dir is not None else None
-    if out_dir is not None and not overwrite:
-        existing = [n for n in REPORT_FILES if (out_dir / n).exists()]
-        if existing:
-            raise OutputExistsError(f"{out_dir} already holds {existing}; pass --overwrite.")
+    if out_dir is not None:
+        _check_report_dir(out_dir, overwrite)
     stage("read")
     reference = Path(pred_transform_from or image) if (pred_transform_from or image) else None
     p_side = _load(pred, reference, None, "prediction")
@@ -259,6 +284,9 @@ def evaluate(
                                      overwrite, stage)
 
     footprint_src = image or (p_side.path if p_side.raster else None) or pred_transform_from
+    if g_side.lines is not None and not any(g is not None and not g.is_empty
+                                            for g in g_side.lines.values):
+        raise EvaluationError(f"{gt} holds no road; expected ground-truth road lines or pixels.")
     utm = _local_crs(g_side)
     region_src = aoi or footprint_src
     region = _union_in(ref.read_polygons(region_src), utm) if region_src else None
@@ -272,6 +300,7 @@ def evaluate(
     gt_all = _clip(_lines_utm(g_side, utm, _GT_THRESHOLD), None, None)
     if not gt_all:
         raise EvaluationError(f"{gt} holds no road; expected ground-truth road lines or pixels.")
+    _check_span(gt, gt_all, utm, force)
     _check_overlap(p_side, utm, gt_all, region, params)
     gt_lines = _clip(gt_all, region, ignored)
     if not gt_lines:
@@ -280,6 +309,7 @@ def evaluate(
             "--ignore and --image."
         )
     pred_lines = _clip(_lines_utm(p_side, utm, params.threshold), region, ignored)
+    _check_span(pred, pred_lines, utm, force)
     if not pred_lines:
         report.notes.append("the prediction has no road in the compared area: all scores are 0")
     report.network = compare_networks(gt_lines, pred_lines, params.network_params(), on_stage=stage)
@@ -300,7 +330,7 @@ def evaluate(
         report.notes.append("pixel metrics skipped: they need a raster prediction or ground truth")
     if out_dir is not None:
         stage("write")
-        _write_outputs(report, out_dir, utm, image, overwrite=overwrite,
+        _write_outputs(report, out_dir, utm, image,
                        lines={"ground truth": gt_lines, "prediction": pred_lines})
     return report
 
@@ -327,6 +357,75 @@ def _topology_metrics(report: EvalReport, gt_lines: list[BaseGeometry],
         report.apls_tiles = apls_tiled(gt_lines, pred_lines, area=area,
                                        tile_m=params.apls_tile_m,
                                        params=params.network_params().apls)
+
+
+def _check_span(path: Path, lines: list[BaseGeometry], utm: CRS, force: bool) -> None:
+    """Refuse lines spread over an area that cannot be compared sensibly in one UTM zone
+    (more than :data:`MAX_SPAN_M` across), or, without ``force``, an area larger than
+    :data:`MAX_AREA_KM2` (the per-tile APLS and TOPO work grows with it).
+
+    Raises:
+        EvaluationError: naming ``path``, the extent and what to do.
+    """
+    if not lines:
+        return
+    x0, y0, x1, y1 = shapely.total_bounds(lines)
+    width_km, height_km = (x1 - x0) / 1000, (y1 - y0) / 1000
+    extent = f"{width_km:,.0f} km × {height_km:,.0f} km in {utm.to_string()}"
+    if max(width_km, height_km) * 1000 > MAX_SPAN_M:
+        raise EvaluationError(
+            f"{path}: the lines span {extent}; roadx eval measures in one UTM zone and "
+            f"compares areas up to {MAX_SPAN_M / 1000:,.0f} km across. Check the file for "
+            "stray coordinates, or limit the comparison with --aoi."
+        )
+    if not force and width_km * height_km > MAX_AREA_KM2:
+        raise EvaluationError(
+            f"{path}: the lines span {extent} ({width_km * height_km:,.0f} km²), more than "
+            f"the {MAX_AREA_KM2:,.0f} km² roadx eval compares without asking (APLS per "
+            f"tile and TOPO take long there); limit it with --aoi, or pass --force."
+        )
+
+
+def _check_report_dir(out_dir: Path, overwrite: bool) -> None:
+    """Check the report folder before any work: a folder (or creatable), writable, and
+    without report files unless ``overwrite``.
+
+    Raises:
+        OutputError: ``out_dir`` is a file, lies under a file, or cannot be written.
+        OutputExistsError: report files exist and ``overwrite`` is False.
+    """
+    from roadx.io.paths import check_writable_folder, remove_stale_partials
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(
+            f"--report {out_dir} is a file; expected a folder for {', '.join(REPORT_FILES)} "
+            "(created if missing)."
+        )
+    existing = [n for n in REPORT_FILES if (out_dir / n).exists()] if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise OutputExistsError(f"{out_dir} already holds {existing}; pass --overwrite.")
+    parent = out_dir.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(
+            f"--report {out_dir}: {parent} is a file, so the folder cannot be created there; "
+            "choose another report folder."
+        )
+    if parent == out_dir.absolute():
+        remove_stale_partials(out_dir)
+    check_writable_folder(parent, target=out_dir)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, deepest first."""
+    missing = []
+    path = folder.absolute()
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def _local_crs(side: _Side) -> CRS:
@@ -413,14 +512,35 @@ def _evaluate_pixel_space(p_side: _Side, g_side: _Side, params: EvalParams, imag
         with np.errstate(invalid="ignore"):
             masks = (p_side.raster.values >= params.threshold,
                      g_side.raster.values >= _GT_THRESHOLD)
-        _write_outputs(report, out_dir, None, image, overwrite=overwrite, masks=masks)
+        _write_outputs(report, out_dir, None, image, masks=masks)
     return report
 
 
 def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: Any, *,
-                   overwrite: bool, lines: dict[str, list[BaseGeometry]] | None = None,
+                   lines: dict[str, list[BaseGeometry]] | None = None,
                    masks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the report files into a temporary folder inside ``out_dir`` and put them in place
+    together (:func:`roadx.io.paths.atomic_outputs`); on failure nothing changes in
+    ``out_dir``, and folders created for it are removed again."""
+    from roadx.io.paths import atomic_outputs
+
+    created = _make_folders(out_dir)
+    try:
+        with atomic_outputs(out_dir) as tmp:
+            names = _write_report_files(report, tmp, utm, image, lines=lines, masks=masks)
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    report.outputs.extend(str(out_dir / name) for name in names)
+
+
+def _write_report_files(report: EvalReport, folder: Path, utm: CRS | None, image: Any, *,
+                        lines: dict[str, list[BaseGeometry]] | None,
+                        masks: tuple[np.ndarray, np.ndarray] | None) -> list[str]:
+    """Write diff.gpkg (network comparisons only), comparison.png and report.json into
+    ``folder``; return their names in that order."""
     net = report.network
     underlay, aspect, fig_crs = None, 1.0, utm
     if image is not None:
@@ -433,25 +553,25 @@ def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: An
                 aspect = 1.0 / math.cos(math.radians((top + bottom) / 2))
     overlay = mask_overlay(*masks) if masks is not None else None
     layers: dict[str, list[BaseGeometry]] = {}
+    names = []
     if net is not None and utm is not None and lines is not None:
         diff = net.diff
         frames = {name: gpd.GeoDataFrame(geometry=list(getattr(diff, name)), crs=utm)
                   for name in ("missed", "spurious", "matched")}
-        report.outputs.append(str(ref.write_diff_layers(frames, out_dir / "diff.gpkg",
-                                                        overwrite=overwrite)))
+        ref.write_diff_layers(frames, folder / "diff.gpkg")
+        names.append("diff.gpkg")
         conv = (lambda gs: list(gpd.GeoSeries(gs, crs=utm).to_crs(fig_crs).values)) \
             if fig_crs != utm else list
         layers = {"ground truth": conv(lines["ground truth"]),
                   "prediction": conv(lines["prediction"]), "missed": conv(diff.missed),
                   "spurious": conv(diff.spurious)}
-    png = plot_comparison(out_dir / "comparison.png", layers=layers, underlay=underlay,
-                          overlay_rgba=overlay, title=_title(report), aspect=aspect)
-    report.outputs.append(str(png))
-    path = out_dir / "report.json"
-    report.outputs.append(str(path))
-    tmp = path.with_name(".report.json.partial")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    plot_comparison(folder / "comparison.png", layers=layers, underlay=underlay,
+                    overlay_rgba=overlay, title=_title(report), aspect=aspect)
+    names += ["comparison.png", "report.json"]
+    data = report.to_dict()
+    data["outputs"] = report.outputs + [str(folder.parent / n) for n in names]
+    (folder / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    return names
 
 
 def _title(report: EvalReport) -> str:

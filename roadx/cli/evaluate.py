@@ -120,6 +120,11 @@ def evaluate(
         typer.Option(help="Folder for report.json, diff.gpkg (missed/spurious/matched) and "
                      "comparison.png."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Compare areas larger than 10,000 km² (up to 1,000 km "
+                     "across)."),
+    ] = False,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -150,7 +155,8 @@ def evaluate(
 
         result = run_evaluation(
             pred, gt, params=params, image=image, pred_transform_from=pred_transform_from,
-            aoi=aoi, ignore=ignore, report_dir=report, overwrite=overwrite, on_stage=on_stage,
+            aoi=aoi, ignore=ignore, report_dir=report, overwrite=overwrite, force=force,
+            on_stage=on_stage,
         )
     data = result.to_dict()
     if json_output:

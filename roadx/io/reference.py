@@ -9,7 +9,6 @@ decimated RGB underlay for figures; and the diff GeoPackage.
 
 import csv
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from rasterio.vrt import WarpedVRT
 from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import InputError, OutputExistsError, SceneError
+from roadx.io.paths import atomic_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,45 @@ def read_lines(path: str | Path, *, layer: str | None = None) -> gpd.GeoDataFram
             f"{path} has no CRS; roadx needs georeferenced road vectors. Assign one, e.g. "
             f"`ogr2ogr -a_srs EPSG:4326 fixed{path.suffix} {path.name}`."
         )
+    return clean_lines(frame, path)
+
+
+def clean_lines(frame: gpd.GeoDataFrame, path: str | Path) -> gpd.GeoDataFrame:
+    """Make road vectors safe to measure: drop Z/M, and refuse impossible coordinates.
+
+    3-D (or measured) geometries become 2-D (heights play no part in road metrics) and a 3-D
+    CRS such as EPSG:4979 its 2-D form. Features without geometry are dropped.
+
+    Raises:
+        InputError: a feature has a NaN or infinite coordinate, or, in a geographic CRS, a
+            longitude outside [-180, 180] or a latitude outside [-90, 90] (the message counts
+            them and names the first few features, 0-based).
+    """
+    frame = frame[frame.geometry.notna()]
+    if frame.empty:
+        return frame
+    if frame.crs is not None and len(frame.crs.axis_info) > 2:
+        frame = frame.set_crs(frame.crs.to_2d(), allow_override=True)
+    frame = frame.set_geometry(shapely.force_2d(frame.geometry.values), crs=frame.crs)
+    geographic = frame.crs is not None and frame.crs.is_geographic
+    bad = [i for i, geom in enumerate(frame.geometry.values) if not _plausible(geom, geographic)]
+    if bad:
+        what = ("NaN, infinite or out-of-range (longitude beyond ±180°, latitude beyond ±90°)"
+                if geographic else "NaN or infinite")
+        raise InputError(
+            f"{path} has {what} coordinates in {len(bad)} of {len(frame)} features (0-based: "
+            f"{', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}); fix or remove "
+            "them."
+        )
     return frame
+
+
+def _plausible(geom: BaseGeometry, geographic: bool) -> bool:
+    """True when every coordinate is finite (and a longitude/latitude, if ``geographic``)."""
+    xy = shapely.get_coordinates(geom)
+    if not np.isfinite(xy).all():
+        return False
+    return not geographic or bool((np.abs(xy[:, 0]) <= 180).all() and (np.abs(xy[:, 1]) <= 90).all())
 
 
 def read_pixel_wkt_csv(
@@ -147,7 +185,7 @@ def read_pixel_wkt_csv(
         for g in geoms
         if g is not None and not g.is_empty
     ]
-    return gpd.GeoDataFrame(geometry=geoms, crs=grid.crs)
+    return clean_lines(gpd.GeoDataFrame(geometry=geoms, crs=grid.crs), path)
 
 
 @dataclass(frozen=True)
@@ -352,8 +390,8 @@ def write_diff_layers(
 ) -> Path:
     """Write line layers (e.g. ``missed``, ``spurious``, ``matched``) into one GeoPackage.
 
-    Written to ``<stem>.partial.gpkg`` first (GDAL wants the .gpkg suffix), then moved into
-    place. Empty layers are written as
+    Written into a temporary folder beside ``path`` (:func:`roadx.io.paths.atomic_outputs`)
+    and moved into place only when every layer was written. Empty layers are written as
     empty LineString layers so QGIS shows all of them.
 
     Raises:
@@ -362,12 +400,10 @@ def write_diff_layers(
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it.")
-    partial = path.with_name(path.stem + ".partial.gpkg")
-    partial.unlink(missing_ok=True)
-    for name, frame in layers.items():
-        pyogrio.write_dataframe(
-            frame, partial, layer=name, driver="GPKG", geometry_type="LineString",
-            append=partial.exists(),
-        )
-    os.replace(partial, path)
+    with atomic_outputs(path.parent) as tmp:
+        for name, frame in layers.items():
+            pyogrio.write_dataframe(
+                frame, tmp / path.name, layer=name, driver="GPKG", geometry_type="LineString",
+                append=(tmp / path.name).exists(),
+            )
     return path
