@@ -9,7 +9,9 @@ Layout (``../shared/specs/pipeline-anchors.md`` §5.10–5.11):
   are cut to the dBASE limit of 10 characters.
 * ``.geojson``: RFC 7946, i.e. reprojected to WGS 84 lon/lat (written with the GDAL layer
   option ``RFC7946=YES``: no ``crs`` member, 7 decimals), roads in ``<stem>.geojson`` and
-  nodes in ``<stem>_junctions.geojson``.
+  nodes in ``<stem>_junctions.geojson``. Longitudes are wrapped into [-180, 180] and a line
+  that crosses the antimeridian becomes a MultiLineString cut at ±180° (RFC 7946 §3.1.9), by
+  :func:`split_at_antimeridian` itself rather than by whatever the installed GDAL does.
 
 Networks in pixel coordinates (CRS None) can be written as GeoPackage or Shapefile without a
 CRS, but not as GeoJSON, whose coordinates must be lon/lat. Every file is written into a
@@ -18,16 +20,22 @@ all files were written (see :func:`roadx.io.paths.atomic_outputs`).
 """
 
 import logging
+import math
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
 import geopandas as gpd
+import numpy as np
 import pyogrio
+import pyogrio.errors
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import OutputError
-from roadx.io.paths import atomic_outputs, vector_output_paths
+from roadx.io.paths import atomic_outputs, format_bytes, vector_output_paths
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,10 @@ ROADS_LAYER = "roads"
 JUNCTIONS_LAYER = "junctions"
 SHAPEFILE_FIELD_CHARS = 10
 _SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+_GDAL_WRITE_ERRORS = (
+    pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
+    pyogrio.errors.GeometryError, pyogrio.errors.FeatureError,
+)
 _EMPTY_DTYPES = {
     "id": "int64", "u": "int64", "v": "int64", "degree": "int64", "length_m": "float64",
     "prob_mean": "float64", "prob_min": "float64", "width_m": "float64", "bridged": "bool",
@@ -70,8 +82,9 @@ def write_roads(
         The files written, roads first (one path for GeoPackage, two otherwise).
 
     Raises:
-        roadx.errors.OutputError: unsupported extension, missing folder, or GeoJSON requested
-            for a network without CRS.
+        roadx.errors.OutputError: unsupported extension, missing or unwritable folder, GeoJSON
+            requested for a network without CRS, or GDAL failed to write (disk full, I/O
+            error: the message names the file and the free space); nothing is left behind.
         roadx.errors.OutputExistsError: an output exists and ``overwrite`` is false.
     """
     targets = vector_output_paths(path, overwrite=overwrite, suffixes=tuple(DRIVERS))
@@ -87,7 +100,42 @@ def write_roads(
                 "process a georeferenced scene."
             )
         edges, nodes = edges.to_crs(4326), nodes.to_crs(4326)
+        edges = edges.set_geometry(
+            [split_at_antimeridian(g) for g in edges.geometry.values], crs=edges.crs
+        )
+        nodes = nodes.set_geometry(
+            [split_at_antimeridian(g) for g in nodes.geometry.values], crs=nodes.crs
+        )
     options: dict[str, Any] = {"RFC7946": "YES"} if suffix == ".geojson" else {}
+    try:
+        written = _write_set(edges, nodes, targets, driver, options)
+    except _GDAL_WRITE_ERRORS as err:
+        raise OutputError(
+            f"{out}: writing failed ({err}{_free_space(out.parent)}); check free space and "
+            "permissions of its folder. Nothing was written."
+        ) from err
+    if suffix == ".shp":
+        _remove_stale_sidecars(out.parent, [t.stem for t in targets], written)
+    logger.info("wrote %d roads and %d nodes to %s", len(edges), len(nodes),
+                ", ".join(map(str, targets)))
+    return targets
+
+
+def _free_space(folder: Path) -> str:
+    """``"; N free there"`` for error messages (empty when it cannot be read)."""
+    try:
+        return f"; {format_bytes(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        return ""
+
+
+def _write_set(
+    edges: gpd.GeoDataFrame, nodes: gpd.GeoDataFrame, targets: list[Path], driver: str,
+    options: dict[str, Any],
+) -> set[str]:
+    """Write the layers of one output set atomically; return the file names written."""
+    out = targets[0]
+    suffix = out.suffix.lower()
     with atomic_outputs(out.parent) as tmp:
         if suffix == ".gpkg":
             _write(edges, tmp / out.name, driver, ROADS_LAYER, "LineString",
@@ -99,12 +147,76 @@ def write_roads(
                 edges, nodes = _shapefile_fields(edges), _shapefile_fields(nodes)
             _write(edges, tmp / targets[0].name, driver, targets[0].stem, "LineString", options)
             _write(nodes, tmp / targets[1].name, driver, targets[1].stem, "Point", options)
-        written = {p.name for p in tmp.iterdir()}
-    if suffix == ".shp":
-        _remove_stale_sidecars(out.parent, [t.stem for t in targets], written)
-    logger.info("wrote %d roads and %d nodes to %s", len(edges), len(nodes),
-                ", ".join(map(str, targets)))
-    return targets
+        return {p.name for p in tmp.iterdir()}
+
+
+def split_at_antimeridian(geom: BaseGeometry | None) -> BaseGeometry | None:
+    """Make a lon/lat geometry RFC 7946 compliant (§3.1.9): longitudes in [-180, 180], and a
+    line that crosses the antimeridian cut there into a MultiLineString.
+
+    Consecutive vertices are taken to be less than 180° of longitude apart (road vertices
+    are metres apart), so a step from 179.9° to -179.9° is a crossing, not a trip round the
+    world. The cut point's latitude is interpolated linearly between the two vertices.
+
+    Args:
+        geom: a (Multi)LineString or Point in EPSG:4326 (lon, lat), or None.
+
+    Returns:
+        The same geometry when nothing needed changing, else the wrapped or cut geometry.
+    """
+    if geom is None or geom.is_empty:
+        return geom
+    if geom.geom_type == "Point":
+        lon = _wrap(geom.x)
+        return geom if lon == geom.x else shapely.Point(lon, geom.y)
+    if geom.geom_type not in ("LineString", "MultiLineString"):
+        return geom
+    lines = [geom] if geom.geom_type == "LineString" else list(geom.geoms)
+    parts = [part for line in lines for part in _cut_line(np.asarray(line.coords)[:, :2])]
+    if len(parts) == len(lines) and all(
+        np.array_equal(p, np.asarray(line.coords)[:, :2]) for p, line in zip(parts, lines)
+    ):
+        return geom
+    if len(parts) == 1:
+        return shapely.LineString(parts[0])
+    return shapely.MultiLineString(parts)
+
+
+def _wrap(lon: float) -> float:
+    """A longitude in [-180, 180] (180 stays 180)."""
+    return lon if -180.0 <= lon <= 180.0 else (lon + 180.0) % 360.0 - 180.0
+
+
+def _cut_line(xy: np.ndarray) -> list[np.ndarray]:
+    """Pieces of one line (``(n, 2)`` lon/lat) inside [-180, 180], cut at ±180°."""
+    lon = np.unwrap(xy[:, 0], period=360.0)
+    lon -= 360.0 * math.floor((lon[0] + 180.0) / 360.0)  # first vertex in [-180, 180)
+    lat = xy[:, 1]
+    pieces, piece = [], [(lon[0], lat[0])]
+    for i in range(1, len(lon)):
+        a, b = lon[i - 1], lon[i]
+        cell_a, cell_b = math.floor((a + 180.0) / 360.0), math.floor((b + 180.0) / 360.0)
+        while cell_a != cell_b:
+            step = 1 if cell_b > cell_a else -1
+            edge = -180.0 + 360.0 * (cell_a + (step > 0))
+            t = (edge - a) / (b - a)
+            cut = (edge, lat[i - 1] + t * (lat[i] - lat[i - 1]))
+            piece.append(cut)
+            pieces.append(piece)
+            piece = [cut]
+            cell_a += step
+        piece.append((b, lat[i]))
+    pieces.append(piece)
+    out = []
+    for piece in pieces:
+        arr = np.asarray(piece, dtype=float)
+        arr = arr[np.r_[True, (np.diff(arr, axis=0) != 0).any(axis=1)]]  # no repeated vertex
+        if len(arr) < 2:
+            continue  # a vertex exactly on ±180° leaves a zero-length piece
+        mid = 0.5 * (arr[:, 0].min() + arr[:, 0].max())
+        arr[:, 0] -= 360.0 * math.floor((mid + 180.0) / 360.0)
+        out.append(np.round(arr, 9))  # undo the float noise of the shifts (0.1 mm)
+    return out or [xy]
 
 
 def _with_common_crs(
