@@ -44,6 +44,42 @@ def _epoch_table(rows: list[dict[str, Any]]) -> Any:
     return table
 
 
+def _saved_config(path: Path) -> dict[str, Any]:
+    """The settings a run folder's ``config.json`` holds.
+
+    Raises:
+        roadx.errors.InputError: the file is not a JSON object.
+    """
+    from roadx.errors import InputError
+
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(
+            f"{path} cannot be read ({err}); repair or delete it and give the run's settings "
+            "again (--config or options) with --resume."
+        ) from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{path} is not a JSON object of training settings.")
+    return saved
+
+
+def _interrupted_message(stop: KeyboardInterrupt, run_dir: Path) -> str:
+    """What Ctrl-C or SIGTERM left on disk, truthfully (see :class:`TrainInterrupted`)."""
+    from roadx.train import TrainInterrupted
+
+    resume = f"continue with roadx train --resume {run_dir}"
+    if not isinstance(stop, TrainInterrupted):
+        return "interrupted before training started; nothing was saved."
+    where = f"epoch {stop.epoch}, batch {stop.batch}"
+    if stop.saved:
+        return f"interrupted during {stop.phase}: state saved at {where}; {resume}."
+    if stop.resumable:
+        return (f"interrupted while loading the data; nothing new was saved, the earlier state "
+                f"({where}) is unchanged: {resume}.")
+    return "interrupted while loading the data, before the first training step; nothing was saved."
+
+
 def train(
     data: Annotated[
         list[Path] | None,
@@ -205,7 +241,7 @@ def train(
         "threads": threads, "seed": seed,
     }
     if resume is not None and config is None and (resume / "config.json").is_file():
-        saved = json.loads((resume / "config.json").read_text(encoding="utf-8"))
+        saved = _saved_config(resume / "config.json")
         saved.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         cfg = load_config(None, **saved)
     else:
@@ -255,12 +291,9 @@ def train(
     previous_term = signal.signal(signal.SIGTERM, interrupt)
     try:
         result = fit(cfg, on_event=on_event)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         stack.close()
-        run_dir = cfg.resume or cfg.output
-        err_console.print(
-            f"interrupted: state saved; continue with [bold]roadx train --resume {run_dir}[/bold]"
-        )
+        err_console.print(_interrupted_message(stop, cfg.resume or cfg.output), highlight=False)
         raise typer.Exit(130) from None
     finally:
         stack.close()

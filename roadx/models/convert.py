@@ -81,14 +81,30 @@ def from_reference_key(key: str) -> str | None:
     return _rename(key, 1)
 
 
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def describe_load_error(err: BaseException) -> str:
+    """``"<Type>: <reason>"`` for a failed ``torch.load(weights_only=True)``.
+
+    torch's message opens with advice to retry with ``weights_only=False`` (which would run
+    any code in the file); only the line saying what was refused (e.g. ``Trying to load
+    unsupported GLOBAL posix.system``) or what is broken (``Unsupported operand 103``) is kept.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    return f"{type(err).__name__}: {(kept or lines or ['no details'])[0]}"
+
+
 def _load_pickled_state(src: Path) -> dict[str, torch.Tensor]:
     """Read a torch.save'd state dict safely; strip ``module.``; unwrap ``{"state_dict": ...}``."""
     try:
         obj: Any = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure here means "not a (safe) PyTorch checkpoint"
         raise CheckpointError(
-            f"{src} is not a PyTorch checkpoint that can be read safely ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); expected a torch.save'd state dict."
+            f"{src} is not a PyTorch checkpoint that can be read safely "
+            f"({describe_load_error(err)}); expected a torch.save'd state dict. Files that "
+            "need code to load are refused, never run."
         ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]

@@ -12,6 +12,7 @@ _LAZY = {
     "TrainConfig": "roadx.train.config",
     "load_config": "roadx.train.config",
     "TrainEvent": "roadx.train.loop",
+    "TrainInterrupted": "roadx.train.loop",
     "TrainResult": "roadx.train.loop",
     "fit": "roadx.train.loop",
 }

@@ -7,11 +7,15 @@ d3fnet.md §4 (BCE + batch soft Dice, AdamW) with a warm-up + cosine schedule
 ``on_event`` callback; nothing is printed.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +23,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from roadx.errors import CheckpointError, DatasetError, InputError, OutputExistsError
+from roadx.errors import CheckpointError, DatasetError, InputError, OutputError, OutputExistsError
+from roadx.io.paths import check_writable_folder, discard, partial_path, remove_stale_partials
 from roadx.metrics import Confusion, confusion
 from roadx.models import (
     ModelCard,
@@ -47,7 +52,14 @@ from roadx.train.loss import dice_bce_loss
 from roadx.train.provenance import build_card
 from roadx.runtime.device import resolve_device
 from roadx.runtime.precision import choose_precision
-from roadx.train.state import RunState, append_metrics, load_state, lr_at, save_state
+from roadx.train.state import (
+    STATE_FILE,
+    RunState,
+    load_state,
+    lr_at,
+    save_state,
+    write_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +233,12 @@ def fit(
 ) -> TrainResult:
     """Train (or fine-tune, or resume) a road model as ``config`` says.
 
+    Everything that can be checked is checked before the data are loaded: the run folder
+    (new, or holding a readable state when resuming; writable), the ``init`` weights. An
+    optimiser step and the save at the end of an epoch are never cut in half by Ctrl-C or
+    SIGTERM (the signal is held until they are done), so a saved state always sits on a step
+    boundary and ``--resume`` continues exactly.
+
     Args:
         config: the run settings; with ``config.resume`` the run folder's state is continued.
         on_event: progress callback (called from this thread).
@@ -231,18 +249,23 @@ def fit(
     Raises:
         DatasetError: no usable training sample.
         OutputExistsError: ``config.output`` already holds a run and ``resume`` is not set.
-        CheckpointError: unreadable ``init`` weights or run state.
+        OutputError: the run folder cannot be created or written.
+        CheckpointError: unreadable ``init`` weights or run state, or a state that does not
+            fit the model.
         DeviceError: CUDA requested and absent.
-        KeyboardInterrupt: after saving a resumable state (Ctrl-C).
+        TrainInterrupted: Ctrl-C or SIGTERM (a :class:`KeyboardInterrupt`); it says whether a
+            resumable state was saved (during training and validation) or not (while the data
+            were loading).
     """
     emit = on_event or (lambda event: None)
     run_dir = Path(config.resume or config.output)
-    if config.resume is None and (run_dir / "state.pt").exists():
+    if config.resume is None and (run_dir / STATE_FILE).exists():
         raise OutputExistsError(
             f"{run_dir} already holds a training run; expected a new folder. Pass --resume "
             f"{run_dir} to continue it or choose another --output."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = load_state(run_dir) if config.resume is not None else None
+    _check_run_folder(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -256,7 +279,10 @@ def fit(
     # 1. data and model
     model, base_card, model_kwargs = _base_model(config)
     card = dataclasses.replace(base_card, gsd_m=float(config.gsd_m or base_card.gsd_m))
-    train_tiles, val_tiles, skipped = _load_data(config, card.gsd_m, emit)
+    try:
+        train_tiles, val_tiles, skipped = _load_data(config, card.gsd_m, emit)
+    except KeyboardInterrupt:
+        raise _stopped_before_training(run_dir, saved) from None
     dataset = PatchDataset(
         train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
         channels=band_channels(card), scale=card.input_scale, offset=card.input_offset,
@@ -277,19 +303,14 @@ def fit(
     )
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = RunState()
-    if config.resume is not None:
-        saved = load_state(run_dir)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scaler is not None and saved["scaler"] is not None:
-            scaler.load_state_dict(saved["scaler"])
-        state = saved["run"]
-        if saved.get("torch_rng") is not None:
-            torch.set_rng_state(saved["torch_rng"])
-        if saved.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    if saved is not None:
+        state = _restore(saved, run_dir, model=model, optimizer=optimizer, scaler=scaler,
+                         device=device)
         logger.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch + 1, state.batch)
-    (run_dir / "config.json").write_text(config.to_json(), encoding="utf-8")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(run_dir / "config.json", config.to_json())
+    if state.history:
+        write_metrics(run_dir, state.history)  # a run killed between state and table
     total_steps = config.epochs * config.steps_per_epoch
     best_path, last_path = run_dir / "best.safetensors", run_dir / "last.safetensors"
 
@@ -306,79 +327,207 @@ def fit(
         )
         save_checkpoint(path, model, card=epoch_card, model_kwargs=model_kwargs)
 
+    def save() -> Path:
+        return save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
+                          config=config.to_dict())
+
     # 3. epochs: steps, then validation and checkpoints
-    while state.epoch < config.epochs:
-        dataset.epoch = state.epoch
-        indices = list(range(state.batch * config.batch_size, config.samples_per_epoch))
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
-            num_workers=config.workers, shuffle=False,
-            # an own generator keeps the global RNG (dropout) independent of loader restarts
-            generator=torch.Generator().manual_seed(config.seed + state.epoch),
-        )
-        steps, epoch = config.steps_per_epoch, state.epoch + 1
-        emit(TrainEvent("epoch_start", epoch, config.epochs, state.batch, steps))
-        started, seen_now = time.perf_counter(), 0
-        try:
+    phase = "train"
+    try:
+        while state.epoch < config.epochs:
+            phase = "train"
+            dataset.epoch = state.epoch
+            indices = list(range(state.batch * config.batch_size, config.samples_per_epoch))
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
+                num_workers=config.workers, shuffle=False,
+                # an own generator keeps the global RNG (dropout) independent of loader restarts
+                generator=torch.Generator().manual_seed(config.seed + state.epoch),
+            )
+            steps, epoch = config.steps_per_epoch, state.epoch + 1
+            emit(TrainEvent("epoch_start", epoch, config.epochs, state.batch, steps))
+            started, seen_now = time.perf_counter(), 0
             for x, y, v in loader:
                 lr = lr_for(state.step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y, v = x.to(device), y.to(device), v.to(device)
-                if device.type == "cpu":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast():
-                    logits = model(x)
-                loss = dice_bce_loss(logits, y, v)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                state.step, state.batch = state.step + 1, state.batch + 1
-                state.loss_sum += float(loss.detach()) * len(x)
-                state.seen += len(x)
+                with interrupts_held():  # a step is done whole or not at all
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    x, y, v = x.to(device), y.to(device), v.to(device)
+                    if device.type == "cpu":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast():
+                        logits = model(x)
+                    loss = dice_bce_loss(logits, y, v)
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        optimizer.step()
+                    state.step, state.batch = state.step + 1, state.batch + 1
+                    state.loss_sum += float(loss.detach()) * len(x)
+                    state.seen += len(x)
                 seen_now += len(x)
                 rate = seen_now / max(time.perf_counter() - started, 1e-9)
                 mean_loss = state.loss_sum / state.seen
                 emit(TrainEvent(
                     "step", epoch, config.epochs, state.batch, steps, mean_loss, rate, lr
                 ))
-        except KeyboardInterrupt:
-            save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
-                       config=config.to_dict())
-            emit(TrainEvent("interrupted", epoch, config.epochs, state.batch, steps))
-            raise
-        seconds = time.perf_counter() - started
-        conf, val_loss = evaluate_windows(
-            model, val_tiles, windows, size_px=config.val_crop_px, card=card, device=device,
-            autocast=autocast,
-        )
-        nan = float("nan")
-        row = {
-            "epoch": epoch, "train_loss": state.loss_sum / max(state.seen, 1), "val_loss": val_loss,
-            "val_iou": conf.iou if windows else nan, "val_f1": conf.f1 if windows else nan,
-            "val_precision": conf.precision if windows else nan,
-            "val_recall": conf.recall if windows else nan, "lr": lr_for(max(state.step - 1, 0)),
-            "seconds": seconds, "samples_per_s": seen_now / max(seconds, 1e-9),
-        }
-        state.history.append(row)
-        append_metrics(run_dir, row)
-        save_weights(last_path, row)
-        score = row["val_iou"] if windows else -row["train_loss"]
-        if score > state.best_iou or state.best_epoch == 0:
-            state.best_iou, state.best_epoch = score, epoch
-            save_weights(best_path, row)
-        state.epoch, state.batch, state.loss_sum, state.seen = epoch, 0, 0.0, 0
-        save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
-                   config=config.to_dict())
-        emit(TrainEvent("epoch_end", epoch, config.epochs, steps, steps, row["train_loss"],
-                        row["samples_per_s"], row["lr"], row))
+            seconds = time.perf_counter() - started
+            phase = "validation"
+            conf, val_loss = evaluate_windows(
+                model, val_tiles, windows, size_px=config.val_crop_px, card=card,
+                device=device, autocast=autocast,
+            )
+            nan = float("nan")
+            row = {
+                "epoch": epoch, "train_loss": state.loss_sum / max(state.seen, 1),
+                "val_loss": val_loss, "val_iou": conf.iou if windows else nan,
+                "val_f1": conf.f1 if windows else nan,
+                "val_precision": conf.precision if windows else nan,
+                "val_recall": conf.recall if windows else nan,
+                "lr": lr_for(max(state.step - 1, 0)),
+                "seconds": seconds, "samples_per_s": seen_now / max(seconds, 1e-9),
+            }
+            phase = "save"
+            with interrupts_held():  # weights, state and table of an epoch: all or none
+                save_weights(last_path, row)
+                score = row["val_iou"] if windows else -row["train_loss"]
+                if score > state.best_iou or state.best_epoch == 0:
+                    state.best_iou, state.best_epoch = score, epoch
+                    save_weights(best_path, row)
+                state.history.append(row)
+                state.epoch, state.batch, state.loss_sum, state.seen = epoch, 0, 0.0, 0
+                save()
+                write_metrics(run_dir, state.history)
+            emit(TrainEvent("epoch_end", epoch, config.epochs, steps, steps, row["train_loss"],
+                            row["samples_per_s"], row["lr"], row))
+    except KeyboardInterrupt:
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: the save still ends
+            with interrupts_held():
+                save()
+        emit(TrainEvent("interrupted", state.epoch + 1, config.epochs, state.batch,
+                        config.steps_per_epoch))
+        raise TrainInterrupted(run_dir, saved=True, resumable=True, epoch=state.epoch + 1,
+                               batch=state.batch, phase=phase) from None
     return TrainResult(
         run_dir, best_path, last_path, state.best_iou if windows else -1.0, state.best_epoch,
         state.epoch, state.history, skipped, len(train_tiles), len(val_tiles),
         str(device), precision.name, precision.reason,
     )
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped :func:`fit`; says what is on disk.
+
+    Attributes:
+        run_dir: the run folder.
+        saved: a resumable ``state.pt`` was written at this interruption.
+        resumable: the run folder holds a state to continue from (this one, or an earlier one
+            when the run was stopped while resuming, before training restarted).
+        epoch: 1-based epoch a resume continues (0: nothing to continue).
+        batch: batches of that epoch already done.
+        phase: what was running: ``"load"`` (data), ``"train"`` (steps), ``"validation"`` or
+            ``"save"`` (the end-of-epoch checkpoints).
+    """
+
+    def __init__(self, run_dir: Path, *, saved: bool, resumable: bool, epoch: int, batch: int,
+                 phase: str) -> None:
+        super().__init__(f"training interrupted during {phase}")
+        self.run_dir, self.saved, self.resumable = run_dir, saved, resumable
+        self.epoch, self.batch, self.phase = epoch, batch, phase
+
+
+def _stopped_before_training(run_dir: Path, saved: dict[str, Any] | None) -> TrainInterrupted:
+    """The interruption of a run stopped while its data were loading: nothing new saved."""
+    if saved is None:
+        return TrainInterrupted(run_dir, saved=False, resumable=False, epoch=0, batch=0,
+                                phase="load")
+    run: RunState = saved["run"]
+    return TrainInterrupted(run_dir, saved=False, resumable=True, epoch=run.epoch + 1,
+                            batch=run.batch, phase="load")
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs, then deliver them to the handlers that
+    were installed before (Ctrl-C: KeyboardInterrupt; the CLI maps SIGTERM to it too).
+
+    Outside the main thread (where Python cannot set handlers) the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """The run folder, or the folder it will be created in, must be a writable folder; stale
+    temporary files of killed runs in it are removed.
+
+    Raises:
+        OutputError: naming the folder and the reason.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"{run_dir} is a file; expected a run folder (-o/--resume).")
+    if run_dir.is_dir():
+        remove_stale_partials(run_dir)  # e.g. a state.pt half-written by a killed run
+    parent = run_dir.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{run_dir}: {parent} is a file, so the run folder cannot be made.")
+    check_writable_folder(parent, target=run_dir)
+
+
+def _restore(
+    saved: dict[str, Any], run_dir: Path, *, model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, device: torch.device,
+) -> RunState:
+    """Load a saved state into the model, optimiser, scaler and RNGs; return its position.
+
+    Raises:
+        CheckpointError: the state does not fit (another architecture, width or optimiser).
+    """
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scaler is not None and saved.get("scaler") is not None:
+            scaler.load_state_dict(saved["scaler"])
+        if saved.get("torch_rng") is not None:
+            torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{run_dir / STATE_FILE} does not fit this run ({reason}); it was saved with "
+            "another model or model_kwargs. Resume with the run's own settings, or start a "
+            "new run without --resume."
+        ) from None
+    return saved["run"]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a small text file through a temporary file and :func:`os.replace`."""
+    tmp = partial_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise

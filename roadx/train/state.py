@@ -8,22 +8,30 @@ A run folder holds::
     best.safetensors     weights + card of the epoch with the best validation IoU
     state.pt             everything needed to continue exactly: model, optimizer, AMP scaler,
                          torch RNG states, the next (epoch, batch), global step, best IoU,
-                         running epoch sums
+                         running epoch sums, and the metric rows of the finished epochs
 
 ``state.pt`` is written atomically (temporary file + ``os.replace``) after every epoch and when
-the run is interrupted (Ctrl-C), so ``--resume`` always finds a consistent state.
+the run is interrupted (Ctrl-C, SIGTERM), so ``--resume`` always finds a consistent state.
+It is the one record of the run's progress: ``metrics.csv`` is rewritten from the rows it holds
+(:func:`write_metrics`, also atomically) after each save and on every resume, so a run killed
+between the two writes never shows an epoch twice or one the state does not know.
+
+``state.pt`` is read with ``torch.load(weights_only=True)``: tensors and plain containers only,
+never arbitrary pickled objects; its layout is checked before anything is used.
 """
 
 import csv
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from roadx.errors import CheckpointError
+from roadx.io.paths import discard, partial_path
+from roadx.models.convert import describe_load_error
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.csv"
@@ -92,49 +100,116 @@ def save_state(
     scaler: torch.amp.GradScaler | None,
     config: dict[str, Any],
 ) -> Path:
-    """Write ``state.pt`` atomically and return its path."""
+    """Write ``state.pt`` atomically (a unique temporary file, then :func:`os.replace`) and
+    return its path; on any failure the previous ``state.pt`` is left as it was."""
     path = run_dir / STATE_FILE
-    tmp = run_dir / (STATE_FILE + ".partial")
-    torch.save(
-        {
-            "run": vars(state),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "config": config,
-            "torch_rng": torch.get_rng_state(),  # dropout draws continue exactly on resume
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    tmp = partial_path(path)
+    try:
+        torch.save(
+            {
+                "run": vars(state),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "config": config,
+                "torch_rng": torch.get_rng_state(),  # dropout draws continue exactly on resume
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
     return path
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
-    """Read ``state.pt`` of a run folder.
+    """Read and check ``state.pt`` of a run folder (tensors and plain containers only).
+
+    Returns:
+        The saved dict with ``"run"`` as a :class:`RunState`.
 
     Raises:
-        CheckpointError: the folder has no readable state.
+        CheckpointError: the folder holds no state, or the file is unreadable, not a
+            ``torch.save`` file, holds objects other than tensors and containers (a pickle
+            that would run code is refused, not run), or does not have a run state's layout.
     """
     path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found: {run_dir} holds no saved training state (a run stopped before "
+            "its first training step saves none). Start the run again without --resume."
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
-    except (OSError, RuntimeError, EOFError) as err:
+    except Exception as err:  # torch raises pickle, zip, runtime and value errors here
         raise CheckpointError(
-            f"{path}: cannot read the run state ({err}); expected the folder of a roadx train "
-            "run (it holds state.pt). Start a new run without --resume."
-        ) from err
-    data["run"] = RunState(**data["run"])
+            f"{path} is not a readable roadx run state ({describe_load_error(err)}); it is "
+            "damaged or was not written by roadx train (objects that need code to load are "
+            "refused, never run). Start a new run without --resume."
+        ) from None
+    data["run"] = RunState(**_checked_layout(data, path))
     return data
 
 
-def append_metrics(run_dir: Path, row: dict[str, float]) -> None:
-    """Append one epoch row to ``metrics.csv`` (header written on first use)."""
+_RUN_TYPES: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "batch": int, "step": int, "best_iou": (int, float), "best_epoch": int,
+    "loss_sum": (int, float), "seen": int, "history": list,
+}
+
+
+def _checked_layout(data: Any, path: Path) -> dict[str, Any]:
+    """The ``"run"`` dict of a loaded state, after checking the state's layout.
+
+    Raises:
+        CheckpointError: naming the first thing that is not as :func:`save_state` writes it.
+    """
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} does not hold a roadx run state ({what}); it is damaged or was not written "
+            "by roadx train. Start a new run without --resume."
+        )
+
+    if not isinstance(data, dict):
+        raise bad(f"a {type(data).__name__}, expected a dict")
+    for key, kind in (("run", dict), ("model", dict), ("optimizer", dict), ("config", dict)):
+        if not isinstance(data.get(key), kind):
+            raise bad(f"{key!r} missing or not a {kind.__name__}")
+    if not all(isinstance(v, torch.Tensor) for v in data["model"].values()):
+        raise bad("'model' holds values that are not tensors")
+    run = data["run"]
+    known = {f.name for f in fields(RunState)}
+    unknown = sorted(set(run) - known)
+    if unknown:
+        raise bad(f"unknown run fields {unknown}")
+    for key, kind in _RUN_TYPES.items():
+        if key in run and (not isinstance(run[key], kind) or isinstance(run[key], bool)):
+            raise bad(f"run field {key!r} is {run[key]!r}")
+    history = run.get("history", [])
+    if not all(isinstance(row, dict) for row in history):
+        raise bad("'history' holds rows that are not dicts")
+    if min(run.get(k, 0) for k in ("epoch", "batch", "step", "seen")) < 0:
+        raise bad("negative epoch, batch, step or sample count")
+    return run
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> Path:
+    """Write ``metrics.csv`` from the run's metric rows (one per finished epoch), atomically.
+
+    The rows come from the saved state, so the table always matches it (see the module
+    docstring); an existing file is replaced.
+    """
     path = run_dir / METRICS_FILE
-    new = not path.is_file()
-    with path.open("a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        if new:
+    tmp = partial_path(path)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
             writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+            for row in history:
+                writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+    return path
