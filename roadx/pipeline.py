@@ -434,8 +434,8 @@ def _default_tile_px(card_tile_px: int, height: int, width: int) -> int:
 
 def _network_summary(network: RoadNetwork) -> dict[str, Any]:
     """``roads`` (edge count), ``junctions`` (degree ≥ 3 nodes), ``dead_ends`` (degree-1
-    nodes that are not cut by the scene edge or nodata), ``bridged`` (lines with a stretch
-    inferred across a gap) and ``total_km`` of a network."""
+    nodes that are not cut by the scene edge or nodata), ``bridged`` (bridge
+    lines: gaps bridged and dead ends snapped) and ``total_km`` of a network."""
     nodes, edges = network.nodes, network.edges
     return {
         "roads": len(edges),

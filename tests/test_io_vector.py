@@ -45,7 +45,8 @@ def test_geopackage_has_both_layers_in_native_crs(tmp_path: Path) -> None:
     out = tmp_path / "roads.gpkg"
     assert write_roads(network(), out) == [out]
     layers = dict(pyogrio.list_layers(out))
-    assert layers == {"roads": "LineString", "junctions": "Point"}
+    # layer_styles: the default QGIS styles (an attribute table, as QGIS writes it)
+    assert layers == {"roads": "LineString", "junctions": "Point", "layer_styles": None}
     roads = gpd.read_file(out, layer="roads")
     nodes = gpd.read_file(out, layer="junctions")
     assert roads.crs.to_epsg() == 32611 and nodes.crs.to_epsg() == 32611
@@ -167,3 +168,40 @@ def test_check_output_path(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         check_output_path(existing, overwrite=False, suffixes=(".gpkg",))
     assert check_output_path(existing, overwrite=True, suffixes=(".gpkg",)) == existing
+
+
+def test_outputs_carry_qgis_styles(tmp_path) -> None:
+    """GeoPackage: default styles in layer_styles, one per layer; Shapefile/GeoJSON: .qml
+    sidecars (kept when they exist, unless --overwrite). The rules name real columns."""
+    import xml.etree.ElementTree as ET
+
+    from affine import Affine
+
+    from roadx.vectorize import VectorizeParams, vectorize
+
+    prob = np.zeros((200, 400), np.float32)
+    prob[96:105, :] = 0.95
+    prob[96:105, 180:220] = 0.2  # a faint gap: one bridged line
+    net = vectorize(prob, transform=Affine(0.5, 0, 500_000, 0, -0.5, 4_000_000),
+                    crs="EPSG:32633", pixel_size_m=0.5, params=VectorizeParams())
+    gpkg = tmp_path / "roads.gpkg"
+    write_roads(net, gpkg)
+    styles = pyogrio.read_dataframe(gpkg, layer="layer_styles")
+    assert sorted(styles["f_table_name"]) == ["junctions", "roads"]
+    assert styles["useAsDefault"].all() and (styles["f_geometry_column"] == "geom").all()
+    for qml, layer in zip(styles["styleQML"], styles["f_table_name"], strict=True):
+        root = ET.fromstring(qml.split("\n", 1)[1])
+        filters = [r.get("filter") for r in root.iter("rule")]
+        columns = set(net.edges.columns if layer == "roads" else net.nodes.columns)
+        named = {w.strip('"') for f in filters for w in f.split() if w.startswith('"')}
+        assert named and named <= columns, (layer, named)
+    assert "bridged" in styles.loc[styles["f_table_name"] == "roads", "styleQML"].iloc[0]
+
+    shp = tmp_path / "roads.shp"
+    (tmp_path / "roads.qml").write_text("<qgis>my own style</qgis>")
+    write_roads(net, shp)
+    assert (tmp_path / "roads.qml").read_text() == "<qgis>my own style</qgis>"
+    assert "RuleRenderer" in (tmp_path / "roads_junctions.qml").read_text()
+    write_roads(net, shp, overwrite=True)
+    assert "RuleRenderer" in (tmp_path / "roads.qml").read_text()
+

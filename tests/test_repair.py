@@ -8,8 +8,11 @@ Probability maps are drawn at 0.5 m per pixel: road 0.95, background 0.02, a fai
 import dataclasses
 import math
 
+import networkx as nx
 import numpy as np
 import pytest
+
+import geopandas as gpd
 
 from roadx.vectorize import BandVectorizer, RoadNetwork, VectorizeParams, vectorize
 
@@ -51,7 +54,20 @@ def run_bands(prob: np.ndarray, rows: int, params: VectorizeParams = ON) -> Road
 
 
 def degrees(net: RoadNetwork) -> list[int]:
-    return sorted(net.nodes["degree"].tolist())
+    """Node degrees, without the degree-2 nodes where a bridge meets the road it continues."""
+    return sorted(d for d in net.nodes["degree"].tolist() if d != 2)
+
+
+def pieces(net: RoadNetwork) -> int:
+    """Connected pieces of the network (1 = every road reaches every other)."""
+    graph = nx.Graph()
+    graph.add_nodes_from(net.nodes["id"])
+    graph.add_edges_from(zip(net.edges["u"], net.edges["v"], strict=True))
+    return nx.number_connected_components(graph)
+
+
+def bridges(net: RoadNetwork) -> gpd.GeoDataFrame:
+    return net.edges[net.edges["bridged"]]
 
 
 def canonical_lines(net: RoadNetwork) -> list[tuple]:
@@ -76,31 +92,35 @@ def gap_road(height: int = 200, width: int = 400, gap: tuple[int, int] = (180, 2
 
 def test_faint_gap_is_bridged() -> None:
     prob = gap_road()  # a 20 m stretch at p = 0.2, below the 0.3 low threshold
-    assert len(run(prob, OFF).edges) == 2
-    edges = run(prob).edges
-    assert len(edges) == 1 and bool(edges["bridged"].iloc[0])
-    assert edges["length_m"].iloc[0] == pytest.approx(200.0, abs=1.5)  # the whole road
-    # the bridge spans the gap plus the two half-widths the skeleton stops short of it
-    assert 20.0 <= edges["bridged_m"].iloc[0] <= 20.0 + 2 * 4.5
-    assert edges["prob_min"].iloc[0] == pytest.approx(FAINT)
-    assert not run(prob, dataclasses.replace(ON, bridge_m=0.0)).edges["bridged"].any()
+    assert pieces(run(prob, OFF)) == 2
+    net = run(prob)
+    assert pieces(net) == 1 and len(bridges(net)) == 1
+    assert net.length_m == pytest.approx(200.0, abs=1.5)  # the whole road
+    bridge = bridges(net).iloc[0]
+    # the bridge is its own line: the gap plus the two half-widths the skeleton stops short
+    assert 20.0 <= bridge["length_m"] <= 20.0 + 2 * 4.5
+    assert bridge["bridged_m"] == pytest.approx(bridge["length_m"], rel=0.05)
+    assert bridge["prob_min"] == pytest.approx(FAINT)
+    assert not net.edges.loc[~net.edges["bridged"], "bridged_m"].any()
+    assert (net.nodes["degree"] == 2).sum() == 2  # where the bridge meets the road
+    assert len(bridges(run(prob, dataclasses.replace(ON, bridge_m=0.0)))) == 0
 
 
 def test_gap_without_road_evidence_is_not_bridged() -> None:
     net = run(gap_road(value=BACKGROUND))
-    assert len(net.edges) == 2 and not net.edges["bridged"].any()
+    assert pieces(net) == 2 and len(bridges(net)) == 0
 
 
 def test_gap_longer_than_the_reach_is_not_bridged() -> None:
     prob = gap_road(width=500, gap=(180, 260))  # 40 m of faint road
-    assert len(run(prob).edges) == 2
-    assert len(run(prob, dataclasses.replace(ON, bridge_m=50.0)).edges) == 1
+    assert pieces(run(prob)) == 2
+    assert pieces(run(prob, dataclasses.replace(ON, bridge_m=50.0))) == 1
 
 
 def test_bridge_probability_threshold() -> None:
     prob = gap_road()
-    assert len(run(prob, dataclasses.replace(ON, bridge_min_prob=0.19)).edges) == 1
-    assert len(run(prob, dataclasses.replace(ON, bridge_min_prob=0.21)).edges) == 2
+    assert pieces(run(prob, dataclasses.replace(ON, bridge_min_prob=0.19))) == 1
+    assert pieces(run(prob, dataclasses.replace(ON, bridge_min_prob=0.21))) == 2
 
 
 def test_parallel_dead_ends_of_different_roads_are_not_joined() -> None:
@@ -110,7 +130,7 @@ def test_parallel_dead_ends_of_different_roads_are_not_joined() -> None:
     prob[130:138, :150] = ROAD
     prob[100:138, 150:200] = 0.15
     net = run(prob)
-    assert degrees(net) == [1, 1, 1, 1] and not net.edges["bridged"].any()
+    assert degrees(net) == [1, 1, 1, 1] and len(bridges(net)) == 0
 
 
 def test_bridges_are_searched_in_a_cone_ahead_of_the_dead_end() -> None:
@@ -121,11 +141,11 @@ def test_bridges_are_searched_in_a_cone_ahead_of_the_dead_end() -> None:
     prob[96:300, 196:205] = ROAD
     corner = prob[:135, 170:] == ROAD
     prob[:135, 170:][corner] = FAINT
-    assert len(run(prob, OFF).edges) == 2
+    assert pieces(run(prob, OFF)) == 2
     net = run(prob)
-    assert len(net.edges) == 1 and bool(net.edges["bridged"].iloc[0])
+    assert pieces(net) == 1 and len(bridges(net)) == 1
     narrow = run(prob, dataclasses.replace(ON, bridge_angle_deg=30.0))
-    assert len(narrow.edges) == 2 and not narrow.edges["bridged"].any()
+    assert pieces(narrow) == 2 and len(bridges(narrow)) == 0
 
 
 def test_dead_end_near_a_road_becomes_a_t_junction() -> None:
@@ -137,7 +157,7 @@ def test_dead_end_near_a_road_becomes_a_t_junction() -> None:
     assert degrees(net) == [1, 1, 1, 3]
     tee = net.nodes[net.nodes["degree"] == 3].geometry.iloc[0]
     assert tee.y == pytest.approx(150.5, abs=1.0) and tee.x == pytest.approx(150.5, abs=1.5)
-    assert net.edges["bridged"].sum() == 1
+    assert len(bridges(net)) == 1 and bridges(net)["length_m"].iloc[0] < 9.0
     assert degrees(run(prob, dataclasses.replace(ON, snap_m=0.0, bridge_m=0.0))) == [1, 1, 1, 1]
 
 
@@ -150,10 +170,10 @@ def test_bridge_stops_at_a_road_crossing_the_gap() -> None:
     prob[:, 216:225] = ROAD
     net = run(prob)
     assert degrees(net) == [1, 1, 1, 1, 4]
-    assert net.edges["bridged"].sum() == 2
+    assert len(bridges(net)) == 2
     cross = net.nodes[net.nodes["degree"] == 4].geometry.iloc[0]
     assert cross.x == pytest.approx(220.5, abs=1.0) and cross.y == pytest.approx(150.5, abs=1.5)
-    for geom in net.edges[net.edges["bridged"]].geometry:
+    for geom in bridges(net).geometry:
         xs = np.array(geom.coords)[:, 0]
         assert xs.min() >= 220.5 - 0.01 or xs.max() <= 220.5 + 0.01  # one side only
 
@@ -209,7 +229,7 @@ def test_repairs_are_the_same_in_row_bands(rows: int) -> None:
     paint_road(prob, (380 - 80 * t, 260), (380 + 80 * t, 420), 4)
     paint_road(prob, (380 + 80 * t, 260), (380 - 80 * t, 420), 4)
     whole = run(prob)
-    assert whole.edges["bridged"].sum() >= 2 and 4 in degrees(whole)
+    assert len(bridges(whole)) >= 2 and 4 in degrees(whole)
     banded = run_bands(prob, rows)
     assert canonical_lines(banded) == canonical_lines(whole)
     assert degrees(banded) == degrees(whole)

@@ -237,8 +237,9 @@ def test_weak_link_between_strong_roads_stays_connected() -> None:
     assert len(run(prob).edges) == 1
     no_repair = VectorizeParams(threshold_low=0.45).without_repair()
     assert len(run(prob, no_repair).edges) == 2
-    bridged = run(prob, VectorizeParams(threshold_low=0.45)).edges  # the gap is bridged
-    assert len(bridged) == 1 and bool(bridged["bridged"].iloc[0])
+    bridged = run(prob, VectorizeParams(threshold_low=0.45))  # the gap is bridged...
+    assert bridged.edges["bridged"].tolist().count(True) == 1  # ...as its own line
+    assert degrees(bridged) == [1, 1, 2, 2]
 
 
 def test_small_blob_removed_and_small_hole_filled() -> None:

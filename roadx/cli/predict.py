@@ -161,6 +161,6 @@ def predict(
                   f"({result.windows_per_s:.2f} windows/s, {result.km2_per_h:.1f} km²/h)")
     table.add_row("roads", f"{result.roads} lines, {result.total_km:.2f} km, "
                   f"{result.junctions} junctions, {result.dead_ends} dead ends, "
-                  f"{result.bridged} bridged across gaps")
+                  f"{result.bridged} gaps bridged")
     table.add_row("outputs", "\n".join(result.outputs + ([result.probability] if result.probability else [])))
     err_console.print(table)

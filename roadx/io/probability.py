@@ -29,6 +29,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
 from roadx.errors import InputError, OutputError
+from roadx.io import styles
 from roadx.io.paths import check_output_path, discard, format_bytes, partial_path
 from roadx.io.raster import (
     VALID_MIN,
@@ -72,7 +73,9 @@ class ProbabilityWriter:
     ``path``; :meth:`close` (or leaving the ``with`` block normally) builds overviews and
     renames it to ``path`` with :func:`os.replace`, so concurrent runs never clobber each
     other's temporary file (:meth:`finish` and :meth:`commit` do the two halves separately).
-    On an exception the partial file is removed. Pixels never written read as nodata (255). Memory is one block.
+    A QGIS style ``<stem>.qml`` (a colour ramp, :func:`roadx.io.styles.probability_qml`) is
+    written beside it when there is none (or with ``overwrite``). On an exception the partial
+    file is removed. Pixels never written read as nodata (255). Memory is one block.
 
     Args:
         path: output ``.tif``/``.tiff``.
@@ -96,6 +99,7 @@ class ProbabilityWriter:
         self.width, self.height = int(width), int(height)
         self._partial = partial_path(self.path)
         self._overviews = overviews
+        self._overwrite = overwrite
         profile: dict[str, Any] = dict(
             driver="GTiff", width=self.width, height=self.height, count=1, dtype="uint8",
             nodata=PROB_NODATA, crs=crs, transform=transform, tiled=True,
@@ -183,6 +187,12 @@ class ProbabilityWriter:
                 raise
             self._committed = True
             logger.info("wrote probability raster %s", self.path)
+            sidecar = styles.qml_sidecar(self.path)
+            if self._overwrite or not sidecar.exists():
+                try:  # the style is a convenience: never fail the run over it
+                    styles.write_qml(sidecar, styles.probability_qml())
+                except OSError as err:
+                    logger.warning("could not write the QGIS style %s: %s", sidecar, err)
 
     def close(self) -> None:
         """Finish the file (overviews) and move it into place."""

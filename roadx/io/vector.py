@@ -35,6 +35,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import OutputError
+from roadx.io import styles
 from roadx.io.paths import atomic_outputs, format_bytes, vector_output_paths
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ def write_roads(
         overwrite: replace existing outputs (all files of the set).
 
     Returns:
-        The files written, roads first (one path for GeoPackage, two otherwise).
+        The files written, roads first (one path for GeoPackage, two otherwise). Each layer
+        gets a default QGIS style (:mod:`roadx.io.styles`): in the GeoPackage's
+        ``layer_styles`` table, or as ``<stem>.qml`` beside a Shapefile/GeoJSON (an existing
+        ``.qml`` is replaced only with ``overwrite``).
 
     Raises:
         roadx.errors.OutputError: unsupported extension, missing or unwritable folder, GeoJSON
@@ -108,7 +112,7 @@ def write_roads(
         )
     options: dict[str, Any] = {"RFC7946": "YES"} if suffix == ".geojson" else {}
     try:
-        written = _write_set(edges, nodes, targets, driver, options)
+        written = _write_set(edges, nodes, targets, driver, options, overwrite=overwrite)
     except _GDAL_WRITE_ERRORS as err:
         raise OutputError(
             f"{out}: writing failed ({err}{_free_space(out.parent)}); check free space and "
@@ -131,9 +135,11 @@ def _free_space(folder: Path) -> str:
 
 def _write_set(
     edges: gpd.GeoDataFrame, nodes: gpd.GeoDataFrame, targets: list[Path], driver: str,
-    options: dict[str, Any],
+    options: dict[str, Any], *, overwrite: bool = False,
 ) -> set[str]:
-    """Write the layers of one output set atomically; return the file names written."""
+    """Write the layers of one output set atomically, with their QGIS styles (in the
+    GeoPackage, or ``.qml`` files beside the others; an existing ``.qml`` is kept unless
+    ``overwrite``); return the file names written."""
     out = targets[0]
     suffix = out.suffix.lower()
     with atomic_outputs(out.parent) as tmp:
@@ -142,11 +148,18 @@ def _write_set(
                    {"DESCRIPTION": "road centre lines, one per graph edge"})
             _write(nodes, tmp / out.name, driver, JUNCTIONS_LAYER, "Point",
                    {"DESCRIPTION": "road graph nodes (junctions, ends)"})
+            styles.write_gpkg_styles(tmp / out.name, {ROADS_LAYER: styles.roads_qml(),
+                                                      JUNCTIONS_LAYER: styles.junctions_qml()})
         else:
             if suffix == ".shp":
                 edges, nodes = _shapefile_fields(edges), _shapefile_fields(nodes)
             _write(edges, tmp / targets[0].name, driver, targets[0].stem, "LineString", options)
             _write(nodes, tmp / targets[1].name, driver, targets[1].stem, "Point", options)
+            for target, qml in ((targets[0], styles.roads_qml()),
+                                (targets[1], styles.junctions_qml())):
+                sidecar = styles.qml_sidecar(target)
+                if overwrite or not sidecar.exists():
+                    styles.write_qml(tmp / sidecar.name, qml)
         return {p.name for p in tmp.iterdir()}
 
 

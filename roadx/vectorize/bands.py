@@ -44,6 +44,7 @@ from roadx.vectorize.repair import (
     merge_sorted,
     repair_graph,
     repair_reach_px,
+    split_bridges,
 )
 from roadx.vectorize.skeleton import SkeletonPixels, skeleton_rows
 from roadx.vectorize.trace import trace_band
@@ -155,6 +156,7 @@ class BandVectorizer:
         n_raw = graph.number_of_edges()
         prune(graph, params=self._params)
         repair_graph(graph, params=self._params, pixel=self._pixel)
+        split_bridges(graph, self._pixel)
         logger.debug("graph: %d raw edges -> %d after pruning and repair", n_raw,
                      graph.number_of_edges())
         self._network = network_from_graph(

@@ -65,12 +65,12 @@ class RoadNetwork:
             (float64, metres along the skeleton path before simplification), ``prob_mean``,
             ``prob_min`` (float64 road probability along the path), ``width_m`` (float64,
             metres: 2 x median distance from the path to the mask edge - 1 pixel),
-            ``bridged`` (bool: part of the line was inferred across a gap or snapped to a
-            junction by :mod:`~roadx.vectorize.repair`), ``bridged_m`` (float64, metres of
-            the line that were inferred), ``geometry`` (LineString from node ``u`` to node ``v``; closed when u == v).
+            ``bridged`` (bool: the line was inferred across a gap or snapped onto a road by
+            :mod:`~roadx.vectorize.repair`; each bridge is a line of its own),
+            ``bridged_m`` (float64, metres of the line that were inferred), ``geometry`` (LineString from node ``u`` to node ``v``; closed when u == v).
         nodes: columns ``id`` (int64), ``degree`` (int64; a self-loop counts 2), ``kind``
-            (``"junction"`` for degree >= 3, ``"end"`` for 1, ``"other"`` for the node of
-            a ring), ``cut`` (bool, a node on the scene edge or nodata: the road was cut
+            (``"junction"`` for degree >= 3, ``"end"`` for 1, ``"other"`` for degree 2: the
+            node of a ring, or where a bridged line meets the road it continues), ``cut`` (bool, a node on the scene edge or nodata: the road was cut
             there), ``geometry`` (Point).
     """
 
@@ -254,7 +254,12 @@ def _edge_frame(
     edge_sorted = joined.edge_m[np.lexsort((joined.edge_m, owner))].astype(np.float64)
     median = 0.5 * (edge_sorted[starts + (sizes - 1) // 2] + edge_sorted[starts + sizes // 2])
     frame["width_m"] = np.maximum(2.0 * median - pixel.gsd_m, pixel.gsd_m)
-    frame["bridged"] = np.logical_or.reduceat(joined.bridged, starts)
+    # a line is bridged when its inner pixels are (its end pixels may be a junction on a bridge)
+    inner = joined.bridged.copy()
+    inner[starts] = inner[starts + sizes - 1] = False
+    two_px = sizes <= 2
+    frame["bridged"] = np.logical_or.reduceat(inner, starts)
+    frame["bridged"][two_px] = np.logical_and.reduceat(joined.bridged, starts)[two_px]
     frame["bridged_m"] = _bridged_lengths_m(pts, joined.bridged, starts, sizes, pixel)
     geoms = shapely.linestrings(_metric(pts, pixel), indices=owner)
     if simplify_m > 0:

@@ -546,3 +546,41 @@ def _mean_path(a: SkeletonPixels, b: SkeletonPixels, pixel: PixelSize) -> Skelet
         (0.5 * (a.prob[ia] + b.prob[ib])).astype(np.float32)[keep],
         edge_m[keep], (a.cut[ia] | b.cut[ib])[keep], (a.bridged[ia] | b.bridged[ib])[keep],
     )
+
+
+def split_bridges(graph: nx.MultiGraph, pixel: PixelSize) -> None:
+    """Cut every edge where a bridged stretch begins and ends (in place).
+
+    Pruning and contraction treat a bridged road as one line; for the output each bridge
+    becomes its own line (``bridged`` true) between two degree-2 nodes at the pixels where
+    it meets the road found by thresholding, so it can be styled and audited on its own.
+    """
+    from roadx.vectorize.geometry import path_lengths_m
+
+    next_node = max(graph.nodes, default=-1) + 1
+    for u, v, k, data in list(graph.edges(keys=True, data=True)):
+        path = data["path"]
+        flags = path.bridged
+        if not flags.any():
+            continue
+        n = len(path)
+        change = np.nonzero(flags[1:] != flags[:-1])[0]  # flags[i] != flags[i + 1]
+        # cut at the unbridged pixel on either side of each bridged run
+        cuts = {int(i) if flags[i + 1] else int(i) + 1 for i in change}
+        bounds = [0, *sorted(c for c in cuts if 0 < c < n - 1), n - 1]
+        start = data["start"]
+        other = v if start == u else u
+        graph.remove_edge(u, v, key=k)
+        prev = start
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            piece = path.take(np.arange(a, b + 1))
+            if b == n - 1:
+                end = other
+            else:
+                end = next_node
+                next_node += 1
+                graph.add_node(end, row=float(path.rows[b]), col=float(path.cols[b]),
+                               cut=False)
+            length_m = float(path_lengths_m([piece], pixel)[0])
+            graph.add_edge(prev, end, path=piece, start=prev, length_m=length_m)
+            prev = end
