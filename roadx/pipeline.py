@@ -192,7 +192,7 @@ def _resolve_weights(options: ExtractOptions) -> Path:
     return path
 
 
-def _check_outputs(scene_path: Path, output: Path, options: ExtractOptions) -> None:
+def _check_outputs(scene_path: str | Path, output: Path, options: ExtractOptions) -> None:
     """Every output of a run, before any work: writable names, no clash with each other or
     with the input scene (also through links, also with ``--overwrite``)."""
     from roadx.io import check_output_path, vector_output_paths
@@ -205,7 +205,8 @@ def _check_outputs(scene_path: Path, output: Path, options: ExtractOptions) -> N
         if Path(options.probability_path).resolve() == Path(output).resolve():
             raise OutputError("--prob and -o must be different files")
     for out in (output, options.probability_path):
-        if out is not None and Path(out).resolve() == scene_path.resolve():
+        if (out is not None and isinstance(scene_path, Path)
+                and Path(out).resolve() == scene_path.resolve()):
             raise OutputError(
                 f"{out} is the input scene {scene_path} (also through links); roadx never "
                 "writes over its input: choose another output path"
@@ -254,9 +255,11 @@ def extract(
     from roadx.runtime.precision import choose_precision
     from roadx.tiling import TileGrid
 
+    from roadx.io.raster import scene_reference
+
     options = options or ExtractOptions()
-    scene_path, output = Path(scene_path), Path(output)
-    if not scene_path.exists():
+    scene_path, output = scene_reference(scene_path), Path(output)
+    if isinstance(scene_path, Path) and not scene_path.exists():
         raise InputError(f"scene {scene_path} not found")
     _check_outputs(scene_path, output, options)
     weights = _resolve_weights(options)
@@ -345,7 +348,7 @@ def extract(
 
 
 def _check_budget(
-    scene_path: Path, grid: "TileGrid", options: ExtractOptions, device: "torch.device"
+    scene_path: str | Path, grid: "TileGrid", options: ExtractOptions, device: "torch.device"
 ) -> None:
     """Refuse a run whose estimated windows, memory or probability-raster size is absurd,
     before anything is allocated or written (see :mod:`roadx.predict.budget`)."""
@@ -525,8 +528,10 @@ def vectorize_raster(
     """
     from roadx.io import open_probability, vector_output_paths, write_roads
 
-    probability_path, output = Path(probability_path), Path(output)
-    if not probability_path.exists():
+    from roadx.io.raster import scene_reference
+
+    probability_path, output = scene_reference(probability_path), Path(output)
+    if isinstance(probability_path, Path) and not probability_path.exists():
         raise InputError(f"probability raster {probability_path} not found")
     vector_output_paths(output, overwrite=overwrite, suffixes=VECTOR_SUFFIXES)
     start = time.perf_counter()

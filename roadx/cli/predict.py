@@ -30,7 +30,14 @@ from roadx.runtime import DeviceName, PrecisionName
 
 
 def predict(
-    scene: Annotated[Path, typer.Argument(help="Input GeoTIFF scene (any CRS, 1–N bands).")],
+    scene: Annotated[
+        str,
+        typer.Argument(
+            help="Input GeoTIFF scene (any CRS, 1–N bands): a file, a GDAL /vsi…/ path or a "
+            "URL GDAL reads (https://, s3://, gs://).",
+            show_default=False,
+        ),
+    ],
     output: OutputOpt,
     weights: Annotated[
         Path | None,

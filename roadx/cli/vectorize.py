@@ -29,9 +29,11 @@ from roadx.cli.options import (
 
 def vectorize(
     probability: Annotated[
-        Path,
+        str,
         typer.Argument(
-            help="Probability GeoTIFF (roadx uint8, float 0–1) or road mask (0/255, 0/1)."
+            help="Probability GeoTIFF (roadx uint8, float 0–1) or road mask (0/255, 0/1): a "
+            "file, a GDAL /vsi…/ path or a URL GDAL reads (https://, s3://, gs://).",
+            show_default=False,
         ),
     ],
     output: OutputOpt,

@@ -74,7 +74,7 @@ def gdal_env(path: str) -> rasterio.Env:
     the machine's RAM, which a windowed pass over a large scene (reading it and writing the
     probability raster) fills completely, so peak memory would grow with the scene.
     """
-    if _is_remote(path):
+    if is_remote(path):
         return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", VSI_CACHE="TRUE",
                             GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES",
                             GDAL_CACHEMAX=GDAL_CACHE_MB)
@@ -88,8 +88,17 @@ def gdal_reason(err: BaseException) -> str:
     return str(cause) if cause is not None and str(cause) else str(err)
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """True for paths GDAL reads itself: ``/vsi…/`` paths and URLs (``http(s)://``,
+    ``s3://``, ``gs://``, …), which are passed to GDAL untouched (no local existence check,
+    never turned into a :class:`~pathlib.Path`, which would fold ``//`` into ``/``)."""
     return path.startswith("/vsi") or "://" in path
+
+
+def scene_reference(path: str | os.PathLike[str]) -> str | Path:
+    """A local input as a :class:`~pathlib.Path`, a GDAL path or URL as the string given."""
+    text = os.fspath(path)
+    return text if is_remote(text) else Path(text)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> tuple[str, DatasetReader]:
@@ -102,7 +111,7 @@ def open_dataset(path: str | os.PathLike[str]) -> tuple[str, DatasetReader]:
         roadx.errors.InputError: the file does not exist or GDAL cannot read it.
     """
     uri = os.fspath(path)
-    if not _is_remote(uri) and not Path(uri).exists():
+    if not is_remote(uri) and not Path(uri).exists():
         raise InputError(f"{uri} not found; check the path of the input raster.")
     try:
         with gdal_env(uri), warnings.catch_warnings():
