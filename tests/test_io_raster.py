@@ -417,7 +417,7 @@ def test_two_writers_of_the_same_output_do_not_share_a_temporary_file(tmp_path: 
     second.close()
     with rasterio.open(out) as src:
         assert np.all(src.read(1) == round(0.75 * 254))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prob.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prob.qml", "prob.tif"]  # + style
     mode = stat.S_IMODE(out.stat().st_mode)
     assert mode & 0o044 == 0o044 & ~_umask()  # group/other read as for any new file
 
