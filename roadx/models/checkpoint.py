@@ -40,7 +40,7 @@ from torch import nn
 
 from roadx import __version__
 from roadx.errors import CheckpointError, InputError, OutputError
-from roadx.io.paths import partial_path
+from roadx.io.paths import check_output_path, partial_path
 from roadx.models.card import ModelCard
 from roadx.models.registry import create_model, list_models
 
@@ -485,7 +485,8 @@ def restore_checkpoint(
 
     Raises:
         InputError: ``src`` missing, ``dst`` is ``src``, or an unknown ``storage``.
-        OutputError: ``dst`` exists without ``overwrite``, or its folder is missing.
+        OutputError: ``dst`` exists without ``overwrite``; its folder is missing or cannot
+            be written; its extension is not ``.safetensors``; its name is too long.
         CheckpointError: ``src`` is not a valid roadx checkpoint.
     """
     import hashlib
@@ -497,6 +498,7 @@ def restore_checkpoint(
         raise InputError(f"{dst} is the input checkpoint; write the converted file elsewhere.")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst} already exists; pass --overwrite to replace it.")
+    check_output_path(dst, overwrite=overwrite, suffixes=(".safetensors",))  # writable, name
     meta = read_checkpoint_metadata(src)
     model, card = load_checkpoint(src)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from roadx.errors import CheckpointError, InputError, OutputError, OutputExistsError
+from roadx.io.paths import check_output_path
 from roadx.models.blocks import ResNet34Encoder
 from roadx.models.checkpoint import Storage, describe_mismatch, save_checkpoint
 from roadx.models.dlinknet import DLINKNET34_CARD, dlinknet34
@@ -127,10 +128,13 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise OutputError(
             f"cannot write {dst}: folder {dst.parent} does not exist; create it first."
         )
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise InputError(f"{dst} is the input file; write the converted file elsewhere.")
     if dst.exists() and not overwrite:
         raise OutputExistsError(
             f"{dst} already exists; pass overwrite=True (--overwrite) to replace it."
         )
+    check_output_path(dst, overwrite=overwrite, suffixes=(".safetensors",))  # writable, name
 
 
 def convert_dlinknet_checkpoint(

@@ -35,6 +35,8 @@ from roadx.models import (
     save_checkpoint,
 )
 from roadx.models.checkpoint import KEY_MODEL_KWARGS
+from roadx.runtime.device import resolve_device
+from roadx.runtime.precision import choose_precision
 from roadx.train.augment import AugmentParams
 from roadx.train.config import TrainConfig
 from roadx.train.data import (
@@ -50,8 +52,6 @@ from roadx.train.data import (
 from roadx.train.datasets import discover_samples, read_val_list, split_samples
 from roadx.train.loss import dice_bce_loss
 from roadx.train.provenance import build_card
-from roadx.runtime.device import resolve_device
-from roadx.runtime.precision import choose_precision
 from roadx.train.state import (
     STATE_FILE,
     RunState,
@@ -405,9 +405,8 @@ def fit(
             emit(TrainEvent("epoch_end", epoch, config.epochs, steps, steps, row["train_loss"],
                             row["samples_per_s"], row["lr"], row))
     except KeyboardInterrupt:
-        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: the save still ends
-            with interrupts_held():
-                save()
+        with contextlib.suppress(KeyboardInterrupt), interrupts_held():  # a 2nd Ctrl-C waits
+            save()
         emit(TrainEvent("interrupted", state.epoch + 1, config.epochs, state.batch,
                         config.steps_per_epoch))
         raise TrainInterrupted(run_dir, saved=True, resumable=True, epoch=state.epoch + 1,

@@ -143,7 +143,7 @@ def load_state(run_dir: Path) -> dict[str, Any]:
         )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
-    except Exception as err:  # torch raises pickle, zip, runtime and value errors here
+    except Exception as err:  # noqa: BLE001 - torch raises pickle, zip, runtime, value errors
         raise CheckpointError(
             f"{path} is not a readable roadx run state ({describe_load_error(err)}); it is "
             "damaged or was not written by roadx train (objects that need code to load are "
@@ -173,9 +173,9 @@ def _checked_layout(data: Any, path: Path) -> dict[str, Any]:
 
     if not isinstance(data, dict):
         raise bad(f"a {type(data).__name__}, expected a dict")
-    for key, kind in (("run", dict), ("model", dict), ("optimizer", dict), ("config", dict)):
-        if not isinstance(data.get(key), kind):
-            raise bad(f"{key!r} missing or not a {kind.__name__}")
+    for key in ("run", "model", "optimizer", "config"):
+        if not isinstance(data.get(key), dict):
+            raise bad(f"{key!r} missing or not a dict")
     if not all(isinstance(v, torch.Tensor) for v in data["model"].values()):
         raise bad("'model' holds values that are not tensors")
     run = data["run"]
