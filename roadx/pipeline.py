@@ -25,9 +25,14 @@ Peak memory is bounded by the window batch, the stitcher's row accumulators
 
 import collections
 import contextlib
+import datetime
+import hashlib
+import json
 import logging
 import math
 import os
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -146,6 +151,8 @@ class ExtractResult:
     windows: int
     model: str
     weights: str
+    weights_sha256: str
+    roadx_version: str
     tta: str
     device: str
     precision: str
@@ -190,6 +197,40 @@ def _resolve_weights(options: ExtractOptions) -> Path:
             "pass --weights FILE.safetensors, or train them with `roadx train`"
         )
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _command_line() -> str:
+    """The command that is running, as a user would type it."""
+    program = Path(sys.argv[0]).name if sys.argv else "python"
+    if program == "__main__.py":
+        program = "python -m roadx"
+    return " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def _provenance(params: VectorizeParams, **inputs: str) -> dict[str, str]:
+    """What produced an output, as text tags (GeoPackage metadata, GeoTIFF tags): roadx
+    version, time, command, the inputs given, and the vectorisation parameters."""
+    from roadx import __version__
+
+    repair = ("bridge_m", "bridge_min_prob", "bridge_angle_deg", "snap_m",
+              "merge_junctions_m", "duplicate_m", "min_spur_m", "min_edge_prob", "simplify_m")
+    return {
+        "roadx_version": __version__,
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": _command_line(),
+        **inputs,
+        "threshold": f"{params.threshold:g} (low {params.threshold_low:g})",
+        "network_repair": json.dumps({k: getattr(params, k) for k in repair}),
+    }
 
 
 def _check_outputs(scene_path: str | Path, output: Path, options: ExtractOptions) -> None:
@@ -266,6 +307,12 @@ def extract(
     device = resolve_device(options.predict.device)
     precision = choose_precision(options.predict.precision, device)  # for the summary
     model, card = load_checkpoint(weights, device=str(device))
+    weights_sha256 = file_sha256(weights)
+    provenance = _provenance(
+        options.vectorize, scene=str(scene_path), model=card.name, weights=str(weights),
+        weights_sha256=weights_sha256, tta=options.predict.tta, device=str(device),
+        precision=precision.name,
+    )
 
     start = time.perf_counter()
     with torch_threads(options.threads), open_scene(
@@ -305,6 +352,7 @@ def extract(
                     crs=scene.crs,
                     transform=scene.transform,
                     overwrite=options.overwrite,
+                    tags=provenance,
                 )
                 stack.callback(writer.abort)  # removes the temporary file unless committed
                 sinks.append(writer.write)
@@ -315,7 +363,8 @@ def extract(
             network = vectorizer.finish()
             # the outputs as a set: the probability raster is put in place only after the
             # road layers were written, so a failed run leaves neither
-            written = write_roads(network, output, overwrite=options.overwrite)
+            written = write_roads(network, output, overwrite=options.overwrite,
+                                  metadata=provenance)
             if writer is not None:
                 writer.commit()
         seconds = time.perf_counter() - start
@@ -333,6 +382,8 @@ def extract(
             windows=total,
             model=card.name,
             weights=str(weights),
+            weights_sha256=weights_sha256,
+            roadx_version=provenance["roadx_version"],
             tta=options.predict.tta,
             device=str(device),
             precision=precision.name,
@@ -547,7 +598,8 @@ def vectorize_raster(
         crs = raster.crs.to_string() if raster.crs is not None else None
         width_px, height_px = raster.width, raster.height
     network = vectorizer.finish()
-    written = write_roads(network, output, overwrite=overwrite)
+    provenance = _provenance(params or VectorizeParams(), probability=str(probability_path))
+    written = write_roads(network, output, overwrite=overwrite, metadata=provenance)
     return VectorizeResult(
         probability=str(probability_path),
         outputs=[str(p) for p in written],

@@ -322,3 +322,36 @@ def test_vectorize_cli_bridges_occlusions_and_no_repair_turns_it_off(
     assert raw_report["dead_ends"] >= report["dead_ends"] + 8  # every gap adds two dead ends
     only_bridging, _ = run("--no-repair", "--bridge-m", "30")
     assert only_bridging["bridged"] >= 5
+
+
+def test_outputs_record_their_provenance(shared_data: Path, tmp_path: Path) -> None:
+    """GeoPackage metadata, GeoTIFF tags and --json name the roadx version, the weights and
+    their sha256, TTA, precision, threshold, repair parameters, scene and command."""
+    import hashlib
+
+    import pyogrio
+
+    from roadx.models import create_model, get_card, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(weights, create_model("d3fnet34", width=8), card=get_card("d3fnet34"),
+                    model_kwargs={"width": 8})
+    scene = shared_data / "spacenet_solaris" / "road_mask_input.tif"
+    options = ExtractOptions(weights=weights, probability_path=tmp_path / "prob.tif",
+                             predict=PredictOptions(tta="flip", device="cpu"))
+    result = extract(scene, tmp_path / "roads.gpkg", options=options)
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert result.weights_sha256 == sha
+    meta = pyogrio.read_info(tmp_path / "roads.gpkg", layer="roads")["dataset_metadata"]
+    with rasterio.open(tmp_path / "prob.tif") as src:
+        tags = src.tags()
+    for record in (meta, tags):
+        assert record["weights_sha256"] == sha and record["roadx_version"] == result.roadx_version
+        assert record["scene"] == str(scene) and record["tta"] == "flip"
+        assert record["precision"] == result.precision and record["threshold"] == "0.5 (low 0.3)"
+        assert json.loads(record["network_repair"])["bridge_m"] == 30.0
+        assert record["command"]
+    vectorized = vectorize_raster(tmp_path / "prob.tif", tmp_path / "again.gpkg")
+    again = pyogrio.read_info(tmp_path / "again.gpkg", layer="roads")["dataset_metadata"]
+    assert again["probability"] == str(tmp_path / "prob.tif") and vectorized.roads >= 0

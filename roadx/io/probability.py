@@ -94,6 +94,7 @@ class ProbabilityWriter:
     def __init__(
         self, path: str | os.PathLike[str], *, width: int, height: int, crs: CRS | None,
         transform: Affine, overwrite: bool = False, overviews: bool = True,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.path = check_output_path(path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
         self.width, self.height = int(width), int(height)
@@ -111,7 +112,7 @@ class ProbabilityWriter:
             self._dst: Any = rasterio.open(self._partial, "w", **profile)
         self._dst.scales = (1.0 / PROB_SCALE,)
         self._dst.offsets = (0.0,)
-        self._dst.update_tags(**{TAG: TAG_TEXT})
+        self._dst.update_tags(**{TAG: TAG_TEXT}, **(tags or {}))
         self._dst.set_band_description(1, "road probability (0-1)")
         self._finished = False
         self._committed = False

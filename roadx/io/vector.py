@@ -67,7 +67,8 @@ class NetworkLike(Protocol):
 
 
 def write_roads(
-    network: NetworkLike, path: str | os.PathLike[str], *, overwrite: bool = False
+    network: NetworkLike, path: str | os.PathLike[str], *, overwrite: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write a road network's edges and nodes to a vector file chosen by extension.
 
@@ -78,6 +79,9 @@ def write_roads(
             Empty frames give valid empty layers.
         path: ``.gpkg``, ``.shp`` or ``.geojson``.
         overwrite: replace existing outputs (all files of the set).
+        metadata: provenance (text keys and values) stored as the GeoPackage's dataset
+            metadata (QGIS: Layer Properties → Information; ``ogrinfo``); Shapefile and
+            GeoJSON carry none.
 
     Returns:
         The files written, roads first (one path for GeoPackage, two otherwise). Each layer
@@ -112,7 +116,8 @@ def write_roads(
         )
     options: dict[str, Any] = {"RFC7946": "YES"} if suffix == ".geojson" else {}
     try:
-        written = _write_set(edges, nodes, targets, driver, options, overwrite=overwrite)
+        written = _write_set(edges, nodes, targets, driver, options, overwrite=overwrite,
+                             metadata=metadata)
     except _GDAL_WRITE_ERRORS as err:
         raise OutputError(
             f"{out}: writing failed ({err}{_free_space(out.parent)}); check free space and "
@@ -136,6 +141,7 @@ def _free_space(folder: Path) -> str:
 def _write_set(
     edges: gpd.GeoDataFrame, nodes: gpd.GeoDataFrame, targets: list[Path], driver: str,
     options: dict[str, Any], *, overwrite: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> set[str]:
     """Write the layers of one output set atomically, with their QGIS styles (in the
     GeoPackage, or ``.qml`` files beside the others; an existing ``.qml`` is kept unless
@@ -145,7 +151,8 @@ def _write_set(
     with atomic_outputs(out.parent) as tmp:
         if suffix == ".gpkg":
             _write(edges, tmp / out.name, driver, ROADS_LAYER, "LineString",
-                   {"DESCRIPTION": "road centre lines, one per graph edge"})
+                   {"DESCRIPTION": "road centre lines, one per graph edge"},
+                   dataset_metadata=metadata)
             _write(nodes, tmp / out.name, driver, JUNCTIONS_LAYER, "Point",
                    {"DESCRIPTION": "road graph nodes (junctions, ends)"})
             styles.write_gpkg_styles(tmp / out.name, {ROADS_LAYER: styles.roads_qml(),
@@ -258,7 +265,7 @@ def _geometry_type(frame: gpd.GeoDataFrame, default: str) -> tuple[str, bool]:
 
 def _write(
     frame: gpd.GeoDataFrame, path: Path, driver: str, layer: str, default_type: str,
-    options: dict[str, Any],
+    options: dict[str, Any], dataset_metadata: dict[str, str] | None = None,
 ) -> None:
     """Write one layer with pyogrio (adds a layer when ``path`` is an existing GeoPackage)."""
     if frame.empty:
@@ -272,6 +279,7 @@ def _write(
         pyogrio.write_dataframe(
             frame, path, layer=layer, driver=driver, geometry_type=geometry_type,
             promote_to_multi=promote, layer_options=options or None,
+            dataset_metadata=dataset_metadata or None,
         )
 
 
