@@ -337,6 +337,9 @@ def extract(
             if on_progress is not None:
                 on_progress(done, total, area_km2 * done / total)
 
+        if on_progress is not None:  # the total is known before the first batch runs
+            on_progress(0, total, 0.0)
+
         vectorizer = _band_vectorizer(scene, options.vectorize)
         bands = predict_scene(
             scene.read_window, grid, model, card, options.predict, on_progress=advance

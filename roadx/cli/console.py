@@ -5,6 +5,7 @@ Human-readable text goes to stderr; ``--json`` output alone goes to stdout.
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -76,14 +77,24 @@ def progress_bar(
         yield advance
 
 
+LOG_EVERY_S = 30.0
+"""Seconds between progress lines when stderr is not a terminal (logs, schedulers)."""
+
+
 @contextmanager
 def area_progress(
-    description: str, *, unit: str, enabled: bool = True
+    description: str, *, unit: str, enabled: bool = True, log_every_s: float = LOG_EVERY_S
 ) -> Iterator[Callable[[int, int, float], None]]:
-    """A progress bar fed by the pipeline's ``on_progress(done, total, km2_done)``.
+    """Progress fed by the pipeline's ``on_progress(done, total, km2_done)``.
 
-    Shows ``done/total`` units, units per second and the ground area processed per hour.
+    On a terminal: a bar with ``done/total`` units, units per second, the ground area
+    processed per hour and the time left. When stderr is a file or pipe (a log, a batch
+    scheduler): one plain line every ``log_every_s`` seconds and a last one at the end.
     """
+    if enabled and not err_console.is_terminal:
+        with _line_progress(description, unit=unit, every_s=log_every_s) as on_progress:
+            yield on_progress
+        return
     start = time.perf_counter()
     last = 0
     with progress_bar(description, None, enabled=enabled, unit=unit) as advance:
@@ -100,3 +111,44 @@ def area_progress(
             last = done
 
         yield on_progress
+
+
+def progress_line(description: str, unit: str, done: int, total: int, km2_done: float,
+                  seconds: float) -> str:
+    """``predict: 5/12 windows (42 %), 0.12 windows/s, 30.1 km²/h, 1:02 left``."""
+    seconds = max(seconds, 1e-9)
+    rate = done / seconds
+    share = f" ({100 * done / total:.0f} %)" if total else ""
+    left = ""
+    if total and 0 < done < total:
+        remaining = int((total - done) / rate)
+        left = f", {remaining // 3600}:{remaining // 60 % 60:02d}:{remaining % 60:02d} left"
+    return (f"{description}: {done}/{total} {unit}{share}, {rate:.2f} {unit}/s, "
+            f"{km2_done / seconds * 3600:.1f} km²/h{left}")
+
+
+@contextmanager
+def _line_progress(
+    description: str, *, unit: str, every_s: float
+) -> Iterator[Callable[[int, int, float], None]]:
+    start = time.perf_counter()
+    last_print = -math.inf
+    state, printed = (0, 0, 0.0), None
+
+    def emit() -> None:
+        nonlocal printed
+        printed = state
+        err_console.print(progress_line(description, unit, *state, time.perf_counter() - start),
+                          soft_wrap=True, markup=False, highlight=False)
+
+    def on_progress(done: int, total: int, km2_done: float) -> None:
+        nonlocal last_print, state
+        state = (done, total, km2_done)
+        now = time.perf_counter()
+        if now - last_print >= every_s:
+            last_print = now
+            emit()
+
+    yield on_progress
+    if state[0] and state != printed:  # the final count
+        emit()

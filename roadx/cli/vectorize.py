@@ -79,5 +79,6 @@ def vectorize(
     err_console.print(
         f"[bold]{result.roads}[/bold] roads, {result.total_km:.2f} km, "
         f"{result.junctions} junctions, {result.dead_ends} dead ends, {result.bridged} gaps bridged "
-        f"in {result.seconds:.1f} s → {', '.join(result.outputs)}"
+        f"in {result.seconds:.1f} s → {', '.join(result.outputs)}",
+        soft_wrap=True,
     )
