@@ -50,8 +50,12 @@ def models(json_output: JsonOpt = False) -> None:
         )
     err_console.print(table)
     for row in rows:
-        err_console.print(f"[bold]{row['name']}[/bold]: {row['paper']} Licence: {row['license']}.")
+        err_console.print(f"[bold]{row['name']}[/bold]: {row['paper']} "
+                          f"Code licence: {row['license']}.")
         err_console.print(f"  default weights: {_describe_weights(row['default_weights'])}")
+        shipped = row["default_weights"]
+        if shipped is not None and shipped["card"].get("license"):
+            err_console.print(f"  weights licence: {shipped['card']['license']}")
 
 
 def _describe_weights(shipped: dict[str, Any] | None) -> str:
