@@ -20,9 +20,15 @@ OverwriteOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout (nothing else).")
 ]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("--verbose", "-v", count=True, metavar="", show_default=False,
+                 help="More log output (repeat: -vv for debug)."),
+]
 QuietOpt = Annotated[
-    int, typer.Option("--quiet", "-q", count=True, help="Less output (no progress bar).")
+    int,
+    typer.Option("--quiet", "-q", count=True, metavar="", show_default=False,
+                 help="Less output (no progress bar)."),
 ]
 GsdOpt = Annotated[
     float | None,
