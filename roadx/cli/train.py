@@ -293,7 +293,8 @@ def train(
         result = fit(cfg, on_event=on_event)
     except KeyboardInterrupt as stop:
         stack.close()
-        err_console.print(_interrupted_message(stop, cfg.resume or cfg.output), highlight=False)
+        err_console.print(_interrupted_message(stop, cfg.resume or cfg.output), highlight=False,
+                          soft_wrap=True)  # one line: the path stays whole
         raise typer.Exit(130) from None
     finally:
         stack.close()

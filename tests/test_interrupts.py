@@ -1,0 +1,303 @@
+"""Kill tests: SIGTERM and SIGKILL at each phase of ``roadx train`` and ``roadx predict``.
+
+Each run is a real ``roadx`` process that sends the signal to itself at a chosen moment (a
+small driver wraps one roadx function: data loading, an optimiser step, validation, the
+state save, the metrics table; reading, the forward pass, writing), so the phase is hit
+exactly, without timing guesses. Afterwards:
+
+- SIGTERM: exit code 130, a message that says truthfully whether a state was saved, no
+  temporary files;
+- SIGKILL: whatever the process left is never mistaken for a result: no output appears
+  under its final name, and the next run removes the dead run's temporary files;
+- ``--resume`` then ends with weights bit-identical to an uninterrupted run and a
+  ``metrics.csv`` with each epoch exactly once.
+
+Training uses a width-8 model on a generated 4-tile dataset (a few seconds per run). The
+default run covers each behaviour once (about a minute); ``-m slow`` (run by CI) adds every
+other phase and signal.
+"""
+
+import csv
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from safetensors.torch import load_file
+
+from roadx.models import create_model, get_card, save_checkpoint
+
+DRIVER = '''
+import os, signal, sys
+
+phase, signame, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = [0]
+
+
+def hit():
+    calls[0] += 1
+    if calls[0] == nth:
+        os.kill(os.getpid(), getattr(signal, signame))
+
+
+def wrap(owner, name, after=False):
+    real = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        if not after:
+            hit()
+        out = real(*args, **kwargs)
+        if after:
+            hit()
+        return out
+
+    setattr(owner, name, wrapper)
+
+
+if phase == "load":          # decoding the dataset
+    import roadx.train.loop as loop
+    wrap(loop, "load_tiles")
+elif phase == "step":        # inside an optimiser step
+    import torch
+    wrap(torch.optim.AdamW, "step")
+elif phase == "validation":  # scoring the validation windows
+    import roadx.train.loop as loop
+    wrap(loop, "evaluate_windows")
+elif phase == "save":        # state.pt written under its temporary name, not yet renamed
+    import roadx.train.state as state
+    wrap(state.torch, "save", after=True)
+elif phase == "metrics":     # state.pt saved, metrics.csv not yet rewritten
+    import roadx.train.loop as loop
+    wrap(loop, "write_metrics")
+elif phase == "read":        # reading a window of the scene (reader thread)
+    import roadx.io.raster as raster
+    wrap(raster.Scene, "read_window")
+elif phase == "forward":     # the model's forward passes
+    import roadx.predict.engine as engine
+    wrap(engine, "_run_batch")
+elif phase == "write":       # between the roads and the junctions layer
+    import roadx.io.vector as vector
+    wrap(vector, "_write")
+else:
+    raise SystemExit(f"unknown phase {phase}")
+
+from roadx.cli import main
+sys.argv = ["roadx", *sys.argv[4:]]
+main()
+'''
+
+EPOCHS = 3
+
+
+def roadx(args: list[str], *, driver: Path, phase: str, sig: str,
+          nth: int = 1) -> subprocess.CompletedProcess[str]:
+    """Run ``roadx ARGS`` in a new process that sends itself ``sig`` at ``phase``."""
+    return subprocess.run([sys.executable, str(driver), phase, sig, str(nth), *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def roadx_here(args: list[str], capfd: pytest.CaptureFixture[str] | None = None) -> tuple[int, str]:
+    """Run ``roadx ARGS`` uninterrupted in this process (no new interpreter to start)."""
+    from roadx.cli import main
+
+    argv, sys.argv = sys.argv, ["roadx", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, capfd.readouterr().err if capfd is not None else ""
+
+
+def temporary_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".partial")
+                  or ".partial" in str(p.relative_to(folder)))
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("driver") / "driver.py"
+    path.write_text(DRIVER)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, driver: Path) -> dict[str, Path]:
+    """The driver, a generated dataset, its settings and an uninterrupted reference run."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("kill")
+    data = root / "ds"
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (data / sub).mkdir(parents=True)
+    for i in range(4):
+        image = rng.integers(60, 120, (96, 96, 3), dtype=np.uint8)
+        mask = np.zeros((96, 96), np.uint8)
+        mask[40 + 3 * i : 48 + 3 * i, :] = 255
+        mask[:, 20 + 5 * i : 26 + 5 * i] = 255
+        image[mask > 0] = 200
+        Image.fromarray(image).save(data / "images" / f"t{i}_0_0.png")
+        Image.fromarray(mask).save(data / "masks" / f"t{i}_0_0.png")
+    toml = root / "tiny.toml"
+    toml.write_text("model_kwargs = { width = 8 }\n")
+    reference = root / "reference"
+    code, _ = roadx_here(train_args({"data": data, "toml": toml}, reference))
+    assert code == 0 and (reference / "last.safetensors").is_file()
+    return {"driver": driver, "data": data, "toml": toml, "reference": reference}
+
+
+def train_args(setup: dict[str, Path], out: Path) -> list[str]:
+    """Three epochs of two steps (batches of 2 crops of 64 px) and one validation batch."""
+    return ["train", "--data", str(setup["data"]), "-o", str(out), "--config",
+            str(setup["toml"]), "--epochs", str(EPOCHS), "--samples-per-epoch", "4",
+            "--batch-size", "2", "--crop", "64", "--val-crop", "64", "--val-fraction", "0.25",
+            "--device", "cpu", "--threads", "1", "--gsd", "1", "--precision", "fp32",
+            "--warmup-steps", "1", "-q"]
+
+
+def assert_resumes_exactly(setup: dict[str, Path], run_dir: Path,
+                           capfd: pytest.CaptureFixture[str]) -> None:
+    """``--resume`` finishes the run: weights bit-identical to the reference, each epoch
+    once in metrics.csv, no temporary file left."""
+    code, err = roadx_here(["train", "--resume", str(run_dir), "-q"], capfd)
+    assert code == 0, err
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    reference = list(csv.DictReader((setup["reference"] / "metrics.csv").open()))
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in reference]
+    a, b = load_file(run_dir / "last.safetensors"), load_file(setup["reference"] / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert temporary_files(run_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("phase", "nth", "said"),
+    [("step", 3, "interrupted during train: state saved at epoch 2, batch 1"),
+     pytest.param("validation", 2, "interrupted during validation: state saved at epoch 2, "
+                  "batch 2", marks=pytest.mark.slow),
+     pytest.param("save", 2, "state saved at epoch 3, batch 0", marks=pytest.mark.slow)],
+)
+def test_sigterm_during_training_saves_a_state_that_resumes_exactly(setup, tmp_path, capfd,
+                                                                    phase, nth, said):
+    """SIGTERM inside an optimiser step waits for the step to end; during validation the
+    finished steps are saved; during the end-of-epoch save the save completes."""
+    run_dir = tmp_path / "run"
+    proc = roadx(train_args(setup, run_dir), driver=setup["driver"], phase=phase,
+                 sig="SIGTERM", nth=nth)
+    assert proc.returncode == 130, proc.stderr
+    assert said in proc.stderr and "Traceback" not in proc.stderr
+    assert temporary_files(run_dir) == []
+    assert_resumes_exactly(setup, run_dir, capfd)
+
+
+@pytest.mark.parametrize(("phase", "nth"), [
+    pytest.param("step", 3, marks=pytest.mark.slow),
+    pytest.param("validation", 2, marks=pytest.mark.slow), ("save", 2), ("metrics", 2)])
+def test_sigkill_during_training_loses_at_most_the_epoch_in_progress(setup, tmp_path, capfd,
+                                                                     phase, nth):
+    """kill -9 in a step, in validation, while state.pt is written (its temporary file is
+    left) or between state.pt and metrics.csv: the resume redoes what was not saved, never
+    shows an epoch twice, and removes the dead run's temporary file."""
+    run_dir = tmp_path / "run"
+    proc = roadx(train_args(setup, run_dir), driver=setup["driver"], phase=phase,
+                 sig="SIGKILL", nth=nth)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    state = torch.load(run_dir / "state.pt", weights_only=True)
+    expected = 2 if phase == "metrics" else 1  # the save of epoch 2 ended only there
+    assert state["run"]["epoch"] == expected and len(state["run"]["history"]) == expected
+    if phase == "save":
+        assert [n for n in temporary_files(run_dir) if "state.pt" in n]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1"]  # never a row the state does not hold
+    assert_resumes_exactly(setup, run_dir, capfd)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_interrupt_while_loading_data_saves_nothing_and_says_so(setup, tmp_path, capfd, sig):
+    run_dir = tmp_path / "run"
+    proc = roadx(train_args(setup, run_dir), driver=setup["driver"], phase="load", sig=sig)
+    if sig == "SIGTERM":
+        assert proc.returncode == 130 and "Traceback" not in proc.stderr
+        assert "before the first training step; nothing was saved" in proc.stderr
+        assert "state saved" not in proc.stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not run_dir.exists()  # the folder is made only when training starts
+    code, err = roadx_here(["train", "--resume", str(run_dir), "-q"], capfd)
+    assert code == 1 and "holds no saved training state" in err
+
+
+@pytest.mark.slow
+def test_sigterm_while_loading_data_on_resume_keeps_the_earlier_state(setup, tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    first = roadx(train_args(setup, run_dir), driver=setup["driver"], phase="step",
+                  sig="SIGTERM", nth=3)
+    assert first.returncode == 130, first.stderr
+    before = (run_dir / "state.pt").read_bytes()
+    proc = roadx(["train", "--resume", str(run_dir), "-q"], driver=setup["driver"],
+                 phase="load", sig="SIGTERM")
+    assert proc.returncode == 130, proc.stderr
+    assert "nothing new was saved, the earlier state (epoch 2, batch 1) is unchanged" in proc.stderr
+    assert (run_dir / "state.pt").read_bytes() == before
+    assert_resumes_exactly(setup, run_dir, capfd)
+
+
+# ------------------------------------------------------------------------- predict
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 256² scene (four 160 px windows) and width-8 weights."""
+    root = tmp_path_factory.mktemp("scene")
+    rng = np.random.default_rng(1)
+    path = root / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", count=3, height=256, width=256, dtype="uint8",
+                       crs="EPSG:32611", transform=Affine(1, 0, 500000, 0, -1, 4000000)) as dst:
+        dst.write(rng.integers(0, 255, (3, 256, 256), dtype=np.uint8))
+    weights = root / "w.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(weights, create_model("d3fnet34", width=8), card=get_card("d3fnet34"),
+                    model_kwargs={"width": 8})
+    return {"scene": path, "weights": weights}
+
+
+def predict_args(scene: dict[str, Path], out_dir: Path) -> list[str]:
+    return ["predict", str(scene["scene"]), "-o", str(out_dir / "roads.shp"), "--weights",
+            str(scene["weights"]), "--prob", str(out_dir / "prob.tif"), "--tile", "160",
+            "--overlap", "64", "--batch-size", "1", "--tta", "none", "--threads", "1", "-q"]
+
+
+@pytest.mark.parametrize("phase", [pytest.param("read", marks=pytest.mark.slow), "forward",
+                                   pytest.param("write", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_predict_interrupted_leaves_no_output_and_the_next_run_cleans_up(scene, driver, tmp_path,
+                                                                        capfd, phase, sig):
+    """SIGTERM: exit 130, nothing in the output folder. SIGKILL: temporary files may remain
+    but no output under its final name; the next run removes them and writes the full set."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    nth = 2 if phase == "write" else 1  # write: the roads layer is written, junctions not
+    proc = roadx(predict_args(scene, out_dir), driver=driver, phase=phase,
+                 sig=sig, nth=nth)
+    finals = {"roads.shp", "roads.shx", "roads.dbf", "roads.prj", "roads_junctions.shp",
+              "prob.tif"}
+    left = {p.name for p in out_dir.iterdir()}
+    assert not left & finals, left
+    if sig == "SIGTERM":
+        assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+        assert left == set(), left
+    else:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    code, err = roadx_here(predict_args(scene, out_dir), capfd)
+    assert code == 0, err
+    names = {p.name for p in out_dir.iterdir()}
+    assert finals <= names and not [n for n in names if n.endswith(".partial")], names
+
