@@ -18,6 +18,7 @@ other phase and signal.
 """
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -301,3 +302,30 @@ def test_predict_interrupted_leaves_no_output_and_the_next_run_cleans_up(scene, 
     names = {p.name for p in out_dir.iterdir()}
     assert finals <= names and not [n for n in names if n.endswith(".partial")], names
 
+
+
+def test_only_stale_partials_of_dead_roadx_processes_are_removed(tmp_path):
+    """remove_stale_partials: a dead run's temporary file and folder go; those of a live
+    process, of another host, and files that are not roadx's own names stay."""
+    from roadx.io.paths import _host_tag, check_output_path, remove_stale_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid, host = int(dead.stdout), _host_tag()
+    other_host = "0" * 6 if host != "0" * 6 else "1" * 6
+    gone = [tmp_path / f".prob.tif.roadx-{host}-{dead_pid}-abcd1234.partial",
+            tmp_path / f".roadx-{host}-{dead_pid}-efgh5678.partial"]
+    kept = [tmp_path / f".prob.tif.roadx-{host}-{os.getpid()}-live0000.partial",
+            tmp_path / f".prob.tif.roadx-{other_host}-{dead_pid}-host0000.partial",
+            tmp_path / ".prob.tif.abcd1234.partial",  # an older roadx name: owner unknown
+            tmp_path / "notes.partial", tmp_path / "prob.tif"]
+    gone[0].write_bytes(b"half a raster")
+    gone[1].mkdir()
+    (gone[1] / "roads.gpkg").write_bytes(b"half a layer")
+    for path in kept:
+        path.write_bytes(b"keep")
+    assert sorted(remove_stale_partials(tmp_path)) == sorted(gone)
+    assert not any(p.exists() for p in gone) and all(p.exists() for p in kept)
+    gone[0].write_bytes(b"again")  # checking an output path cleans its folder as well
+    check_output_path(tmp_path / "roads.gpkg", overwrite=False, suffixes=(".gpkg",))
+    assert not gone[0].exists() and all(p.exists() for p in kept)
