@@ -330,7 +330,7 @@ def evaluate(
         report.notes.append("pixel metrics skipped: they need a raster prediction or ground truth")
     if out_dir is not None:
         stage("write")
-        _write_outputs(report, out_dir, utm, image,
+        _write_outputs(report, out_dir, utm, image, overwrite=overwrite,
                        lines={"ground truth": gt_lines, "prediction": pred_lines})
     return report
 
@@ -512,12 +512,12 @@ def _evaluate_pixel_space(p_side: _Side, g_side: _Side, params: EvalParams, imag
         with np.errstate(invalid="ignore"):
             masks = (p_side.raster.values >= params.threshold,
                      g_side.raster.values >= _GT_THRESHOLD)
-        _write_outputs(report, out_dir, None, image, masks=masks)
+        _write_outputs(report, out_dir, None, image, overwrite=overwrite, masks=masks)
     return report
 
 
 def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: Any, *,
-                   lines: dict[str, list[BaseGeometry]] | None = None,
+                   overwrite: bool, lines: dict[str, list[BaseGeometry]] | None = None,
                    masks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Write the report files into a temporary folder inside ``out_dir`` and put them in place
     together (:func:`roadx.io.paths.atomic_outputs`); on failure nothing changes in
@@ -526,7 +526,7 @@ def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: An
 
     created = _make_folders(out_dir)
     try:
-        with atomic_outputs(out_dir) as tmp:
+        with atomic_outputs(out_dir, overwrite=overwrite) as tmp:
             names = _write_report_files(report, tmp, utm, image, lines=lines, masks=masks)
     except BaseException:
         for folder in created:

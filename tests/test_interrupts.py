@@ -1,4 +1,5 @@
-"""Kill tests: SIGTERM and SIGKILL at each phase of ``roadx train`` and ``roadx predict``.
+"""Kill tests: SIGTERM and SIGKILL at each phase of ``roadx train`` and ``roadx predict``;
+stale temporary files; two runs writing the same outputs at once.
 
 Each run is a real ``roadx`` process that sends the signal to itself at a chosen moment (a
 small driver wraps one roadx function: data loading, an optimiser step, validation, the
@@ -329,3 +330,79 @@ def test_only_stale_partials_of_dead_roadx_processes_are_removed(tmp_path):
     gone[0].write_bytes(b"again")  # checking an output path cleans its folder as well
     check_output_path(tmp_path / "roads.gpkg", overwrite=False, suffixes=(".gpkg",))
     assert not gone[0].exists() and all(p.exists() for p in kept)
+
+
+# ------------------------------------------------------------------------- concurrent runs
+
+
+def test_two_writers_of_one_output_without_overwrite_one_wins_one_fails(tmp_path):
+    """Both pass the up-front check; the one that finishes second finds the output there and
+    fails (OutputExistsError) without touching it or leaving its temporary file."""
+    from rasterio.crs import CRS
+
+    from roadx.errors import OutputExistsError
+    from roadx.io import ProbabilityWriter
+    from roadx.tiling import Window
+
+    out = tmp_path / "prob.tif"
+    kwargs = {"width": 32, "height": 16, "crs": CRS.from_epsg(32611),
+              "transform": Affine(1, 0, 500000, 0, -1, 4000000)}
+    first, second = ProbabilityWriter(out, **kwargs), ProbabilityWriter(out, **kwargs)
+    first.write(Window(0, 0, 16, 32), np.full((16, 32), 0.25, np.float32))
+    second.write(Window(0, 0, 16, 32), np.full((16, 32), 0.75, np.float32))
+    first.close()
+    with pytest.raises(OutputExistsError, match="appeared while this run was writing"):
+        second.close()
+    with rasterio.open(out) as src:
+        assert (src.read(1) == round(0.25 * 254)).all()
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_layer_set_whose_output_appears_meanwhile_is_not_put_in_place(tmp_path, monkeypatch):
+    """A Shapefile set: another run's roads_junctions.shp appears while this one writes;
+    none of this run's files stay (also not the ones moved before the clash)."""
+    import geopandas as gpd
+    from shapely.geometry import LineString, Point
+
+    from roadx.errors import OutputExistsError
+    from roadx.io import vector
+
+    class Network:
+        edges = gpd.GeoDataFrame({"id": [0]}, geometry=[LineString([(0, 0), (5, 5)])],
+                                 crs="EPSG:32611")
+        nodes = gpd.GeoDataFrame({"id": [0, 1]}, geometry=[Point(0, 0), Point(5, 5)],
+                                 crs="EPSG:32611")
+
+    real = vector._write
+
+    def write(frame, path, *args, **kwargs):
+        real(frame, path, *args, **kwargs)
+        (tmp_path / "roads_junctions.shp").write_bytes(b"the other run's")
+
+    monkeypatch.setattr(vector, "_write", write)
+    with pytest.raises(OutputExistsError, match="roads_junctions.shp appeared"):
+        vector.write_roads(Network(), tmp_path / "roads.shp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roads_junctions.shp"]
+    assert (tmp_path / "roads_junctions.shp").read_bytes() == b"the other run's"
+
+
+def test_two_concurrent_predict_runs_with_the_same_outputs(scene, tmp_path):
+    """Two roadx processes started together with the same -o and --prob (no --overwrite):
+    exactly one succeeds; the other fails with one error line (found up front, or when it
+    puts its outputs in place) and puts nothing of its own in place."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = [sys.executable, "-m", "roadx", *predict_args(scene, out_dir)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in procs]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    loser = next(err for code, err in results if code == 1)
+    lines = [line for line in loser.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in loser, loser
+    assert "exists" in lines[0] or "appeared while this run was writing" in lines[0]
+    names = {p.name for p in out_dir.iterdir()}
+    assert {"roads.shp", "roads_junctions.shp", "prob.tif"} <= names
+    assert temporary_files(out_dir) == []
+    with rasterio.open(out_dir / "prob.tif") as src:
+        assert src.read(1).shape == (256, 256)

@@ -290,29 +290,75 @@ def discard(path: Path) -> None:
         pass
 
 
+def place(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    """Move a finished temporary file onto its final name, in one step.
+
+    With ``overwrite``: :func:`os.replace` (of concurrent runs, the last one wins). Without:
+    a hard link, which the file system refuses when ``target`` exists (also when another run
+    put it there after this run's up-front check), then the temporary name is removed; where
+    hard links are not supported, the check and the rename are two steps.
+
+    Raises:
+        roadx.errors.OutputExistsError: ``target`` exists and ``overwrite`` is false (the
+            temporary file is left to the caller to discard).
+    """
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise _appeared(target) from None
+    except OSError:  # no hard links on this file system (some network or FAT mounts)
+        if target.exists():
+            raise _appeared(target) from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
+
+
+def _appeared(target: Path) -> OutputExistsError:
+    return OutputExistsError(
+        f"{target} appeared while this run was writing it (another run with the same output?); "
+        "this run put none of its outputs in place. Pass --overwrite to replace it."
+    )
+
+
 @contextmanager
-def atomic_outputs(folder: Path) -> Iterator[Path]:
+def atomic_outputs(folder: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Write a group of files atomically into ``folder``.
 
     Yields a fresh temporary folder *inside* ``folder`` (so the final moves are same-disk
     renames). Write the files there under their final names. When the block ends without
-    an exception, every file is moved with :func:`os.replace` onto ``folder/<name>``;
-    otherwise nothing in ``folder`` changes. The temporary folder is removed either way.
+    an exception, every file is moved onto ``folder/<name>`` with :func:`place`; otherwise
+    nothing in ``folder`` changes. The temporary folder is removed either way.
 
-    Each file's replacement is atomic; a group of files (Shapefile sidecars) is replaced
-    one file after the other, after all of them were written successfully.
+    Each file's move is atomic; a group of files (Shapefile sidecars) is moved one file after
+    the other, after all of them were written successfully.
 
     Args:
         folder: the destination folder (must exist).
+        overwrite: replace existing files; without it a file that appeared meanwhile (another
+            run) stops the moves, and the files this group already put in place are removed.
 
     Yields:
         The temporary folder to write into.
+
+    Raises:
+        roadx.errors.OutputExistsError: see ``overwrite``.
     """
     tmp = Path(tempfile.mkdtemp(prefix=f".{_owner_tag()}", suffix=PARTIAL_SUFFIX, dir=folder))
     try:
         yield tmp
+        placed: list[Path] = []
         for item in sorted(tmp.iterdir()):
-            os.replace(item, folder / item.name)
+            try:
+                place(item, folder / item.name, overwrite=overwrite)
+            except OutputExistsError:
+                for path in placed:  # linked moments ago by this run, so ours to remove
+                    discard(path)
+                raise
+            placed.append(folder / item.name)
             logger.debug("wrote %s", folder / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

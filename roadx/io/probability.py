@@ -30,7 +30,7 @@ from rasterio.windows import Window as RioWindow
 
 from roadx.errors import InputError, OutputError
 from roadx.io import styles
-from roadx.io.paths import check_output_path, discard, format_bytes, partial_path
+from roadx.io.paths import check_output_path, discard, format_bytes, partial_path, place
 from roadx.io.raster import (
     VALID_MIN,
     decimated_shape,
@@ -178,11 +178,17 @@ class ProbabilityWriter:
             raise
 
     def commit(self) -> None:
-        """Move the finished file into place (:func:`os.replace`); finishes it first."""
+        """Move the finished file into place (:func:`roadx.io.paths.place`: replacing an
+        existing file only with ``overwrite``); finishes it first.
+
+        Raises:
+            roadx.errors.OutputExistsError: without ``overwrite``, another run put a file at
+                ``path`` while this one was writing; the temporary file is removed.
+        """
         self.finish()
         if not self._committed:
             try:
-                os.replace(self._partial, self.path)
+                place(self._partial, self.path, overwrite=self._overwrite)
             except BaseException:
                 discard(self._partial)
                 raise

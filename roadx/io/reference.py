@@ -400,7 +400,7 @@ def write_diff_layers(
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it.")
-    with atomic_outputs(path.parent) as tmp:
+    with atomic_outputs(path.parent, overwrite=overwrite) as tmp:
         for name, frame in layers.items():
             pyogrio.write_dataframe(
                 frame, tmp / path.name, layer=name, driver="GPKG", geometry_type="LineString",

@@ -148,7 +148,7 @@ def _write_set(
     ``overwrite``); return the file names written."""
     out = targets[0]
     suffix = out.suffix.lower()
-    with atomic_outputs(out.parent) as tmp:
+    with atomic_outputs(out.parent, overwrite=overwrite) as tmp:
         if suffix == ".gpkg":
             _write(edges, tmp / out.name, driver, ROADS_LAYER, "LineString",
                    {"DESCRIPTION": "road centre lines, one per graph edge"},
