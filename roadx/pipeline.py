@@ -454,8 +454,26 @@ def consume_bands(
 
     Raises:
         Whatever a sink or ``bands`` raises; after an error no further band is consumed,
-        and the worker has stopped before this returns.
+        and the worker has stopped before this returns. ``bands``, if it is a generator, is
+        closed before this returns or raises (so its own threads have stopped too).
     """
+
+    try:
+        _consume(bands, sinks, concurrent=concurrent, max_pending=max_pending)
+    finally:
+        # Close a generator now (e.g. predict_scene, which then waits for its reader thread),
+        # not when it is garbage-collected: the caller closes the scene it reads right after
+        # this returns or raises, and a read still running then would use a freed dataset.
+        close = getattr(bands, "close", None)
+        if close is not None:
+            close()
+
+
+def _consume(
+    bands: Iterable[tuple["Window", "np.ndarray"]], sinks: Sequence[BandSink], *,
+    concurrent: bool, max_pending: int,
+) -> None:
+    """The loop of :func:`consume_bands`."""
 
     def consume(window: "Window", prob: "np.ndarray") -> None:
         for sink in sinks:

@@ -311,6 +311,7 @@ class Scene:
         self._vrt = vrt
         self._reader: DatasetReader | WarpedVRT = vrt if vrt is not None else src
         self._lock = threading.Lock()
+        self._closed = False
         self._stats = stretch
         self._bands = sorted(set(band_indexes))
         flags = self._reader.mask_flag_enums
@@ -345,6 +346,8 @@ class Scene:
         rio = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
         try:
             with self._lock, gdal_env(self._uri):
+                if self._closed:  # a reader thread outliving its run (e.g. after Ctrl-C)
+                    raise InputError(f"{self._uri} was closed; reading {window} stopped.")
                 masks = self._reader.read_masks(self._mask_bands, window=rio)
                 data = None if masks_only else self._reader.read(self._bands, window=rio)
         except RasterioIOError as err:
@@ -399,10 +402,14 @@ class Scene:
         return float(valid.sum()) / (window.height * window.width)
 
     def close(self) -> None:
-        """Close the WarpedVRT (if any) and the dataset."""
-        if self._vrt is not None:
-            self._vrt.close()
-        self._src.close()
+        """Close the WarpedVRT (if any) and the dataset, after a read in progress on another
+        thread has ended; later reads raise :class:`~roadx.errors.InputError` instead of
+        touching freed GDAL memory."""
+        with self._lock:
+            self._closed = True
+            if self._vrt is not None:
+                self._vrt.close()
+            self._src.close()
 
     def __enter__(self) -> "Scene":
         return self
