@@ -394,7 +394,7 @@ def _check_report_dir(out_dir: Path, overwrite: bool) -> None:
         OutputError: ``out_dir`` is a file, lies under a file, or cannot be written.
         OutputExistsError: report files exist and ``overwrite`` is False.
     """
-    from roadx.io.paths import check_writable_folder, remove_stale_partials
+    from roadx.fs import check_writable_folder, remove_stale_partials
 
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(
@@ -520,9 +520,9 @@ def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: An
                    overwrite: bool, lines: dict[str, list[BaseGeometry]] | None = None,
                    masks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Write the report files into a temporary folder inside ``out_dir`` and put them in place
-    together (:func:`roadx.io.paths.atomic_outputs`); on failure nothing changes in
+    together (:func:`roadx.fs.atomic_outputs`); on failure nothing changes in
     ``out_dir``, and folders created for it are removed again."""
-    from roadx.io.paths import atomic_outputs
+    from roadx.fs import atomic_outputs
 
     created = _make_folders(out_dir)
     try:

@@ -46,7 +46,6 @@ from roadx.vectorize import BandVectorizer, RoadNetwork, VectorizeParams
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
     from roadx.tiling import TileGrid, Window
 
@@ -402,11 +401,12 @@ def extract(
 
 
 def _check_budget(
-    scene_path: str | Path, grid: "TileGrid", options: ExtractOptions, device: "torch.device"
+    scene_path: str | Path, grid: "TileGrid", options: ExtractOptions, device: Any
 ) -> None:
     """Refuse a run whose estimated windows, memory or probability-raster size is absurd,
-    before anything is allocated or written (see :mod:`roadx.predict.budget`)."""
-    from roadx.io.paths import check_free_space
+    before anything is allocated or written (see :mod:`roadx.predict.budget`); ``device``
+    is the ``torch.device`` the run uses (the pipeline layer does not import torch)."""
+    from roadx.fs import check_free_space
     from roadx.predict.budget import check_run, estimate_run
     from roadx.predict.engine import images_per_forward
     from roadx.predict.tta import tta_views

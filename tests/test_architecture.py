@@ -18,6 +18,7 @@ PKG = Path(__file__).resolve().parents[1] / "roadx"
 # (or its own part).
 LAYER = {
     "errors": 0,
+    "fs": 1,
     "tiling": 1,
     "io": 2,
     "models": 2,

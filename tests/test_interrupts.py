@@ -308,7 +308,7 @@ def test_predict_interrupted_leaves_no_output_and_the_next_run_cleans_up(scene, 
 def test_only_stale_partials_of_dead_roadx_processes_are_removed(tmp_path):
     """remove_stale_partials: a dead run's temporary file and folder go; those of a live
     process, of another host, and files that are not roadx's own names stay."""
-    from roadx.io.paths import _host_tag, check_output_path, remove_stale_partials
+    from roadx.fs import _host_tag, check_output_path, remove_stale_partials
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)

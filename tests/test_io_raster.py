@@ -264,7 +264,7 @@ def test_no_crs_requires_gsd(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     Image.fromarray(np.full((40, 60, 3), 77, np.uint8)).save(path)
     with pytest.raises(SceneError, match=r"plain_sat\.png has no CRS/geotransform; pass --gsd M"):
         open_scene(path)
-    with caplog.at_level(logging.WARNING), open_scene(path, gsd_m=0.5) as scene:
+    with caplog.at_level(logging.WARNING, logger="roadx"), open_scene(path, gsd_m=0.5) as scene:
         assert not scene.georeferenced and scene.crs is None
         assert scene.transform == Affine.identity() and scene.pixel_size_m == (0.5, 0.5)
         assert (scene.width, scene.height) == (60, 40)

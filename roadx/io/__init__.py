@@ -20,8 +20,8 @@ _LAZY = {
     "ProbabilityRaster": "roadx.io.probability",
     "open_probability": "roadx.io.probability",
     "write_roads": "roadx.io.vector",
-    "check_output_path": "roadx.io.paths",
-    "vector_output_paths": "roadx.io.paths",
+    "check_output_path": "roadx.fs",
+    "vector_output_paths": "roadx.fs",
 }
 
 __all__ = sorted(_LAZY)

@@ -30,7 +30,7 @@ from rasterio.windows import Window as RioWindow
 
 from roadx.errors import InputError, OutputError
 from roadx.io import styles
-from roadx.io.paths import check_output_path, discard, format_bytes, partial_path, place
+from roadx.fs import check_output_path, discard, format_bytes, partial_path, place
 from roadx.io.raster import (
     VALID_MIN,
     decimated_shape,
@@ -178,7 +178,7 @@ class ProbabilityWriter:
             raise
 
     def commit(self) -> None:
-        """Move the finished file into place (:func:`roadx.io.paths.place`: replacing an
+        """Move the finished file into place (:func:`roadx.fs.place`: replacing an
         existing file only with ``overwrite``); finishes it first.
 
         Raises:

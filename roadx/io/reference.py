@@ -28,7 +28,7 @@ from rasterio.vrt import WarpedVRT
 from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import InputError, OutputExistsError, SceneError
-from roadx.io.paths import atomic_outputs
+from roadx.fs import atomic_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def write_diff_layers(
 ) -> Path:
     """Write line layers (e.g. ``missed``, ``spurious``, ``matched``) into one GeoPackage.
 
-    Written into a temporary folder beside ``path`` (:func:`roadx.io.paths.atomic_outputs`)
+    Written into a temporary folder beside ``path`` (:func:`roadx.fs.atomic_outputs`)
     and moved into place only when every layer was written. Empty layers are written as
     empty LineString layers so QGIS shows all of them.
 

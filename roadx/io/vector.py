@@ -16,7 +16,7 @@ Layout (``../shared/specs/pipeline-anchors.md`` §5.10–5.11):
 Networks in pixel coordinates (CRS None) can be written as GeoPackage or Shapefile without a
 CRS, but not as GeoJSON, whose coordinates must be lon/lat. Every file is written into a
 temporary folder beside the output and moved into place with :func:`os.replace` only after
-all files were written (see :func:`roadx.io.paths.atomic_outputs`).
+all files were written (see :func:`roadx.fs.atomic_outputs`).
 """
 
 import logging
@@ -36,7 +36,7 @@ from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import OutputError
 from roadx.io import styles
-from roadx.io.paths import atomic_outputs, format_bytes, vector_output_paths
+from roadx.fs import atomic_outputs, format_bytes, vector_output_paths
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from torch import nn
 
 from roadx import __version__
 from roadx.errors import CheckpointError, InputError, OutputError
-from roadx.io.paths import check_output_path, partial_path
+from roadx.fs import check_output_path, partial_path
 from roadx.models.card import ModelCard
 from roadx.models.registry import create_model, list_models
 

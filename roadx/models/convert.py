@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from roadx.errors import CheckpointError, InputError, OutputError, OutputExistsError
-from roadx.io.paths import check_output_path
+from roadx.fs import check_output_path
 from roadx.models.blocks import ResNet34Encoder
 from roadx.models.checkpoint import Storage, describe_mismatch, save_checkpoint
 from roadx.models.dlinknet import DLINKNET34_CARD, dlinknet34

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from roadx.errors import InputError
-from roadx.io.paths import format_bytes
+from roadx.fs import format_bytes
 from roadx.runtime.memory import MemoryLimits
 
 MAX_WINDOWS = 20_000

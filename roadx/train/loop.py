@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from roadx.errors import CheckpointError, DatasetError, InputError, OutputError, OutputExistsError
-from roadx.io.paths import check_writable_folder, discard, partial_path, remove_stale_partials
+from roadx.fs import check_writable_folder, discard, partial_path, remove_stale_partials
 from roadx.metrics import Confusion, confusion
 from roadx.models import (
     ModelCard,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from roadx.errors import CheckpointError
-from roadx.io.paths import discard, partial_path
+from roadx.fs import discard, partial_path
 from roadx.models.convert import describe_load_error
 
 STATE_FILE = "state.pt"
