@@ -304,3 +304,30 @@ def test_cpu_forward_passes_are_capped_to_bound_memory() -> None:
     out = run(SceneReader(image, valid), grid, model, options)
     assert max(model.batches) == 2  # 4 windows x 8 views, 2 images per forward on CPU
     assert np.allclose(out[valid], expected_prob(image, valid, CARD)[valid], atol=1e-5)
+
+
+def test_mostly_non_finite_outputs_warn(caplog) -> None:
+    """A model whose outputs are NaN (a diverged run, an fp16 overflow) warns instead of
+    silently finding no roads (issue #13, item 6)."""
+    import logging
+
+    import torch
+
+    from roadx.models import get_card
+    from roadx.predict import PredictOptions, predict_scene
+    from roadx.tiling import TileGrid
+
+    class Broken(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(x[:, :1], float("nan"))
+
+    grid = TileGrid(64, 64, tile_px=64, overlap_px=0)
+
+    def read(window):
+        return np.full((3, 64, 64), 100, np.uint8), np.ones((64, 64), bool)
+
+    with caplog.at_level(logging.WARNING, logger="roadx"):
+        bands = list(predict_scene(read, grid, Broken(), get_card("d3fnet34"),
+                                   PredictOptions(tta="none", device="cpu")))
+    assert all(np.isnan(b).all() for _, b in bands)
+    assert "100 % of the model's outputs were NaN or infinite" in caplog.text

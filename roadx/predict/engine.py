@@ -178,6 +178,8 @@ class _Forward:
         self.device = device
         self.precision = precision
         self.channels_last = options.channels_last
+        self.outputs = 0  # model output values seen
+        self.non_finite = 0  # of which NaN or infinite
         if options.compile:
             self.model = torch.compile(model)
 
@@ -207,6 +209,8 @@ class _Forward:
                 f"{tuple(x.shape)}; expected (B, 1, H, W) {self.card.output}"
             )
         y = y.float()
+        self.outputs += y.numel()
+        self.non_finite += int((~torch.isfinite(y)).sum())
         return y if self.card.output == "probabilities" else torch.sigmoid(y)
 
 
@@ -298,6 +302,23 @@ def predict_scene(
         finally:
             pending.cancel()
     assert stitcher.done, "every tile was stitched, so every row must have been emitted"
+    _warn_non_finite(forward)
+
+
+NON_FINITE_WARN_SHARE = 0.5
+"""Share of NaN/infinite model outputs above which a run warns (its roads would be lost)."""
+
+
+def _warn_non_finite(forward: _Forward) -> None:
+    """Warn when most model outputs were NaN or infinite (a diverged or overflowing model:
+    those pixels become nodata, so the run finds few or no roads without failing)."""
+    if forward.outputs and forward.non_finite > NON_FINITE_WARN_SHARE * forward.outputs:
+        logger.warning(
+            "%.0f %% of the model's outputs were NaN or infinite (precision %s): those "
+            "pixels are treated as nodata, so roads will be missing. Check the weights "
+            "(a diverged training run?) or try --precision fp32.",
+            100 * forward.non_finite / forward.outputs, forward.precision.name,
+        )
 
 
 def _run_batch(
