@@ -246,3 +246,12 @@ def test_bridged_attributes_are_written(tmp_path) -> None:
     back = gpd.read_file(out, layer="roads")
     assert back["bridged"].dtype == bool and bool(back["bridged"].iloc[0])
     assert back["bridged_m"].iloc[0] == pytest.approx(net.edges["bridged_m"].iloc[0])
+
+
+def test_absurd_reach_is_refused() -> None:
+    from roadx.errors import InputError
+
+    with pytest.raises(InputError, match="bridge_m=5000 m is longer than any occlusion"):
+        dataclasses.replace(ON, bridge_m=5000.0)
+    with pytest.raises(InputError, match="bridge_angle_deg"):
+        dataclasses.replace(ON, bridge_angle_deg=120.0)

@@ -87,7 +87,7 @@ BridgeOpt = Annotated[
     float | None,
     typer.Option("--bridge-m", min=0.0, rich_help_panel=_NET,
                  help="Bridge gaps (trees, shadows) up to this long ahead of a dead end "
-                 "along faint road evidence, m (default 30; 0: off)."),
+                 "along faint road evidence, m (default 30; 0: off; at most 200)."),
 ]
 BridgeProbOpt = Annotated[
     float | None,

@@ -16,6 +16,10 @@ import numpy as np
 from roadx.errors import InputError
 
 
+MAX_REACH_M = 200.0
+"""Longest gap bridge or snap distance accepted, metres."""
+
+
 @dataclass(frozen=True, slots=True)
 class VectorizeParams:
     """How a road probability map becomes a line network.
@@ -74,7 +78,8 @@ class VectorizeParams:
     Raises:
         roadx.errors.InputError: when a threshold is outside ``(0, 1)``, ``threshold_low``
             exceeds ``threshold``, a size is negative, a probability outside ``[0, 1)``, the
-            bridge angle outside ``(0, 90]``, or ``halo_px < 16``.
+            bridge angle outside ``(0, 90]``, ``bridge_m`` or ``snap_m`` above
+            :data:`MAX_REACH_M`, or ``halo_px < 16``.
     """
 
     threshold: float = 0.5
@@ -152,6 +157,13 @@ class VectorizeParams:
                             ("bridge_min_prob", self.bridge_min_prob)):
             if not (0.0 <= value < 1.0):
                 raise InputError(f"{name} must lie in [0, 1), got {value}")
+        for name, value in (("bridge_m", self.bridge_m), ("snap_m", self.snap_m)):
+            if value > MAX_REACH_M:
+                raise InputError(
+                    f"{name}={value:g} m is longer than any occlusion; use at most "
+                    f"{MAX_REACH_M:g} m (the vectoriser keeps that many metres of rows in "
+                    "memory around every dead end)"
+                )
         if not (0.0 < self.bridge_angle_deg <= 90.0):
             raise InputError(
                 f"bridge_angle_deg must lie in (0, 90] degrees, got {self.bridge_angle_deg}"
