@@ -28,6 +28,7 @@ import torch
 from affine import Affine
 from safetensors.torch import load_file, save_file
 from shapely.geometry import LineString
+from tiny_data import make_dataset
 
 from roadx.cli import main
 from roadx.models import create_model, get_card, read_checkpoint_metadata, save_checkpoint
@@ -617,24 +618,6 @@ def test_eval_accepts_3d_coordinates_and_drops_z(eval_files, monkeypatch, capsys
 
 
 # ------------------------------------------------------------------------- train
-
-
-def make_dataset(root: Path) -> Path:
-    """Four 96 px image/mask pairs with a bright road cross (the `folders` layout)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-    for i in range(4):
-        image = rng.integers(60, 120, (96, 96, 3), dtype=np.uint8)
-        mask = np.zeros((96, 96), np.uint8)
-        mask[40 + 3 * i : 48 + 3 * i, :] = 255
-        mask[:, 20 + 5 * i : 26 + 5 * i] = 255
-        image[mask > 0] = 200
-        Image.fromarray(image).save(root / "images" / f"t{i}_0_0.png")
-        Image.fromarray(mask).save(root / "masks" / f"t{i}_0_0.png")
-    return root
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:

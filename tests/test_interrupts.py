@@ -31,6 +31,7 @@ import rasterio
 import torch
 from affine import Affine
 from safetensors.torch import load_file
+from tiny_data import make_dataset
 
 from roadx.models import create_model, get_card, save_checkpoint
 
@@ -133,21 +134,9 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, driver: Path) -> dict[str, Path]:
     """The driver, a generated dataset, its settings and an uninterrupted reference run."""
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("kill")
     data = root / "ds"
-    rng = np.random.default_rng(0)
-    for sub in ("images", "masks"):
-        (data / sub).mkdir(parents=True)
-    for i in range(4):
-        image = rng.integers(60, 120, (96, 96, 3), dtype=np.uint8)
-        mask = np.zeros((96, 96), np.uint8)
-        mask[40 + 3 * i : 48 + 3 * i, :] = 255
-        mask[:, 20 + 5 * i : 26 + 5 * i] = 255
-        image[mask > 0] = 200
-        Image.fromarray(image).save(data / "images" / f"t{i}_0_0.png")
-        Image.fromarray(mask).save(data / "masks" / f"t{i}_0_0.png")
+    make_dataset(data)
     toml = root / "tiny.toml"
     toml.write_text("model_kwargs = { width = 8 }\n")
     reference = root / "reference"

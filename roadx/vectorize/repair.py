@@ -53,15 +53,19 @@ References:
 """
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
 from skimage.graph import MCP_Geometric
 
+from roadx.vectorize.geometry import path_lengths_m
 from roadx.vectorize.graph import GraphStitcher, contract, prune
 from roadx.vectorize.params import PixelSize, VectorizeParams
 from roadx.vectorize.skeleton import SkeletonPixels
@@ -76,6 +80,7 @@ DIRECTION_M = 10.0
 CROSSING_WIDTHS = 1.5
 # Half-angle (degrees) of the cone ahead of a dead end in which it snaps to a road.
 SNAP_ANGLE_DEG = 60.0
+_EIGHT = np.ones((3, 3), dtype=bool)
 # Lowest probability used in -log p (keeps the path cost finite on p = 0 pixels).
 _P_FLOOR = 1e-3
 
@@ -181,7 +186,7 @@ def _direction(
 ) -> tuple[tuple[float, float] | None, int]:
     """Unit direction out of ``path[0]`` (chord over the first ``DIRECTION_M``), and the
     index of the chord's far point."""
-    pts = np.column_stack([path.rows * pixel.row_m, path.cols * pixel.col_m]).astype(float)
+    pts = _metric_points(path, pixel)
     step = np.hypot(*np.diff(pts, axis=0).T)
     run = np.concatenate([[0.0], np.cumsum(step)])
     k = int(min(np.searchsorted(run, DIRECTION_M), len(pts) - 1))
@@ -386,13 +391,7 @@ def _finish(path: np.ndarray, target_img: np.ndarray) -> np.ndarray:
 
 def _dilate8(mask: np.ndarray) -> np.ndarray:
     """8-neighbour binary dilation (the array border counts as background)."""
-    grown = mask.copy()
-    grown[1:] |= mask[:-1]
-    grown[:-1] |= mask[1:]
-    out = grown.copy()
-    out[:, 1:] |= grown[:, :-1]
-    out[:, :-1] |= grown[:, 1:]
-    return out
+    return ndi.binary_dilation(mask, structure=_EIGHT)
 
 
 # --------------------------------------------------------------------------- graph level
@@ -510,12 +509,11 @@ def collapse_duplicates(graph: nx.MultiGraph, duplicate_m: float, pixel: PixelSi
 
 
 def _metric_points(path: SkeletonPixels, pixel: PixelSize) -> np.ndarray:
+    """``(N, 2)`` float64 ``(row, col)`` of a pixel path in metres (metric pixel space)."""
     return np.column_stack([path.rows * pixel.row_m, path.cols * pixel.col_m]).astype(float)
 
 
 def _hausdorff_m(a: SkeletonPixels, b: SkeletonPixels, pixel: PixelSize) -> float:
-    from scipy.spatial import cKDTree
-
     pa, pb = _metric_points(a, pixel), _metric_points(b, pixel)
     da, _ = cKDTree(pb).query(pa)
     db, _ = cKDTree(pa).query(pb)
@@ -534,12 +532,12 @@ def _mean_path(a: SkeletonPixels, b: SkeletonPixels, pixel: PixelSize) -> Skelet
     n = max(len(a), len(b))
     ia = np.round(np.linspace(0, len(a) - 1, n)).astype(np.int64)
     ib = np.round(np.linspace(0, len(b) - 1, n)).astype(np.int64)
-    mid = 0.5 * (_resample(_metric_points(a, pixel), n) + _resample(_metric_points(b, pixel), n))
+    pa, pb = _resample(_metric_points(a, pixel), n), _resample(_metric_points(b, pixel), n)
+    mid = 0.5 * (pa + pb)
     rows = np.round(mid[:, 0] / pixel.row_m).astype(np.int64)
     cols = np.round(mid[:, 1] / pixel.col_m).astype(np.int64)
     keep = np.concatenate([[True], (np.diff(rows) != 0) | (np.diff(cols) != 0)])
-    half_gap_m = 0.5 * np.hypot(*(_resample(_metric_points(a, pixel), n)
-                                  - _resample(_metric_points(b, pixel), n)).T)
+    half_gap_m = 0.5 * np.hypot(*(pa - pb).T)
     edge_m = (np.maximum(a.edge_m[ia], b.edge_m[ib]) + half_gap_m).astype(np.float32)
     return SkeletonPixels(
         rows[keep], cols[keep],
@@ -554,9 +552,12 @@ def split_bridges(graph: nx.MultiGraph, pixel: PixelSize) -> None:
     Pruning and contraction treat a bridged road as one line; for the output each bridge
     becomes its own line (``bridged`` true) between two degree-2 nodes at the pixels where
     it meets the road found by thresholding, so it can be styled and audited on its own.
-    """
-    from roadx.vectorize.geometry import path_lengths_m
 
+    Args:
+        graph: a repaired graph (nodes with ``row``/``col``/``cut``, edges with ``path``,
+            ``start`` and ``length_m`` in metres); new nodes get ids above the largest.
+        pixel: ground pixel size in metres (lengths of the new edges).
+    """
     next_node = max(graph.nodes, default=-1) + 1
     for u, v, k, data in list(graph.edges(keys=True, data=True)):
         path = data["path"]
@@ -572,7 +573,7 @@ def split_bridges(graph: nx.MultiGraph, pixel: PixelSize) -> None:
         other = v if start == u else u
         graph.remove_edge(u, v, key=k)
         prev = start
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             piece = path.take(np.arange(a, b + 1))
             if b == n - 1:
                 end = other
