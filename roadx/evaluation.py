@@ -5,8 +5,14 @@ the UTM zone of the ground truth's centre (lengths, buffers, radii in metres), c
 the area of interest and computes pixel metrics (:mod:`roadx.metrics.pixel`, when an input is a
 raster) and network metrics (:func:`roadx.metrics.network.compare_networks`: CCQ, APLS,
 junctions, summaries; then TOPO, :func:`roadx.metrics.topo.topo`, and APLS per tile,
-:func:`roadx.metrics.apls.apls_tiled`, unless switched off). Non-georeferenced masks are
-compared in pixel space, pixel metrics only.
+:func:`roadx.metrics.apls.apls_tiled`, unless switched off).
+
+Inputs without CRS are compared in a *local metric frame* (:data:`LOCAL_FRAME`) instead of
+UTM, with every metric: roadx's own outputs for an image without georeferencing (lines and
+probability GeoTIFF at ``x = col * gsd``, ``y = -row * gsd``, metres), rasters with a
+geotransform but no CRS (units taken as metres), and, with ``gsd_m`` (``roadx eval
+--gsd``), plain masks and images placed the way ``roadx predict --gsd`` places them.
+Plain masks without ``gsd_m`` are compared pixel by pixel, pixel metrics only.
 With ``report_dir`` it writes ``report.json``, ``diff.gpkg`` (layers ``missed``, ``spurious``,
 ``matched``) and ``comparison.png``.
 """
@@ -16,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
-from roadx.errors import EvaluationError, InputError, OutputError, OutputExistsError
+from roadx.errors import EvaluationError, InputError, OutputError, OutputExistsError, SceneError
 from roadx.io import reference as ref
 from roadx.metrics.apls import AplsParams, TiledAplsResult, apls_tiled
 from roadx.metrics.figure import Underlay, mask_overlay, plot_comparison
@@ -44,6 +50,15 @@ MAX_AREA_KM2 = 10_000.0
 """Largest compared area (bounding box) evaluated without ``force``: about 62,500 APLS tiles
 of 400 m and millions of TOPO marbles."""
 _GT_THRESHOLD = 0.5  # ground-truth rasters are masks: road where value >= 0.5
+LOCAL_FRAME = CRS.from_wkt(
+    'ENGCRS["roadx local metric frame (no CRS)",EDATUM["inputs without CRS"],CS[Cartesian,2],'
+    'AXIS["x",east,ORDER[1],LENGTHUNIT["metre",1]],'
+    'AXIS["y",north,ORDER[2],LENGTHUNIT["metre",1]]]'
+)
+"""The metric "CRS" of inputs without CRS (an engineering CRS, metres). Every such input is
+given this one object, so geopandas' ``to_crs`` between them is a no-op; it never reaches an
+output file (``diff.gpkg`` is written without CRS then)."""
+LOCAL_FRAME_NAME = "none: local metric frame of inputs without CRS (metres)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +160,11 @@ class _Side:
     raster: ref.RasterLayer | None = None
 
 
-def _load(path: Path, reference: Path | None, like: ref.RasterGrid | None, role: str) -> _Side:
+def _load(path: Path, reference: Path | None, like: ref.RasterGrid | None, role: str,
+          gsd_m: float | None = None) -> _Side:
     kind = ref.input_kind(path)
     if kind == "vector":
-        return _Side(path, lines=ref.read_lines(path).geometry)
+        return _Side(path, lines=ref.read_lines(path, allow_no_crs=True).geometry)
     if kind == "pixel_csv":
         if reference is None:
             raise InputError(
@@ -156,7 +172,7 @@ def _load(path: Path, reference: Path | None, like: ref.RasterGrid | None, role:
                 "--image RASTER) with the image it was made from, to georeference it."
             )
         return _Side(path, lines=ref.read_pixel_wkt_csv(path, reference=reference).geometry)
-    layer = ref.read_raster_layer(path, like=like)
+    layer = ref.read_raster_layer(path, like=like, gsd_m=gsd_m)
     logger.debug("%s %s: raster %dx%d", role, path, layer.grid.width, layer.grid.height)
     return _Side(path, raster=layer)
 
@@ -234,6 +250,7 @@ def evaluate(
     report_dir: str | Path | None = None,
     overwrite: bool = False,
     force: bool = False,
+    gsd_m: float | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Compare a road prediction with ground truth; optionally write the report folder.
@@ -253,15 +270,20 @@ def evaluate(
             together, after all of them were written).
         overwrite: replace existing report files.
         force: evaluate areas larger than :data:`MAX_AREA_KM2` (up to :data:`MAX_SPAN_M`).
+        gsd_m: metres per pixel of rasters without georeferencing (masks, the image): they
+            are placed at ``x = col * gsd_m``, ``y = -row * gsd_m``, where ``roadx predict
+            --gsd`` puts its outputs, and compared in the local metric frame with every
+            metric. Ignored (with a note) when every input has a CRS.
         on_stage: called with a stage name ("read", "graphs", "ccq", "apls", ...).
 
     Returns:
         :class:`EvalReport`.
 
     Raises:
-        InputError: unreadable input, inputs that cannot be aligned, or lines with NaN,
-            infinite or out-of-range coordinates.
-        SceneError: an input that should be georeferenced has no CRS.
+        InputError: unreadable input, inputs that cannot be aligned (a raster without
+            georeferencing beside an input in metres, without ``gsd_m``), lines with NaN,
+            infinite or out-of-range coordinates, or ``gsd_m`` not positive.
+        SceneError: one input has a CRS and the other has none.
         EvaluationError: empty ground truth, no overlap between prediction and ground truth,
             or lines spanning more than :data:`MAX_SPAN_M` (or :data:`MAX_AREA_KM2` without
             ``force``).
@@ -270,28 +292,41 @@ def evaluate(
     """
     stage = on_stage or (lambda name: None)
     pred, gt = Path(pred), Path(gt)
+    if gsd_m is not None and not (math.isfinite(gsd_m) and gsd_m > 0):
+        raise InputError(f"--gsd must be a positive number of metres per pixel, got {gsd_m}.")
     out_dir = Path(report_dir) if report_dir is not None else None
     if out_dir is not None:
         _check_report_dir(out_dir, overwrite)
     stage("read")
     reference = Path(pred_transform_from or image) if (pred_transform_from or image) else None
-    p_side = _load(pred, reference, None, "prediction")
-    g_side = _load(gt, reference, p_side.raster.grid if p_side.raster else None, "ground truth")
-    grids = [s.raster.grid for s in (p_side, g_side) if s.raster is not None]
-    georef = all(g.georeferenced for g in grids)
-    if not georef:
+    p_side = _load(pred, reference, None, "prediction", gsd_m)
+    g_side = _load(gt, reference, p_side.raster.grid if p_side.raster else None, "ground truth",
+                   gsd_m)
+    frame = _common_frame(p_side, g_side)
+    if frame == "pixels":
         return _evaluate_pixel_space(p_side, g_side, params, image, aoi, ignore, out_dir,
                                      overwrite, stage)
+    local = frame == "local"
+    p_side, g_side = _in_frame(p_side, local), _in_frame(g_side, local)
+    grids = [s.raster.grid for s in (p_side, g_side) if s.raster is not None]
 
     footprint_src = image or (p_side.path if p_side.raster else None) or pred_transform_from
     if g_side.lines is not None and not any(g is not None and not g.is_empty
                                             for g in g_side.lines.values):
         raise EvaluationError(f"{gt} holds no road; expected ground-truth road lines or pixels.")
-    utm = _local_crs(g_side)
+    utm = LOCAL_FRAME if local else _local_crs(g_side)
     region_src = aoi or footprint_src
-    region = _union_in(ref.read_polygons(region_src), utm) if region_src else None
-    ignored = _union_in(ref.read_polygons(ignore), utm) if ignore else None
-    report = EvalReport(str(pred), str(gt), utm.to_string(), params)
+    region = _polygons(region_src, utm, local, gsd_m) if region_src else None
+    ignored = _polygons(ignore, utm, local, gsd_m) if ignore else None
+    report = EvalReport(str(pred), str(gt), _crs_name(utm), params)
+    if local:
+        report.notes.append(
+            "inputs without CRS: compared in their own metric frame (metres; images without "
+            "georeferencing at x = col × gsd, y = −row × gsd"
+            + (f", --gsd {gsd_m:g})" if gsd_m is not None else ")")
+        )
+    elif gsd_m is not None:
+        report.notes.append(f"--gsd {gsd_m:g} ignored: the inputs are georeferenced")
     if region_src:
         report.notes.append(f"compared within {'--aoi ' if aoi else ''}{Path(region_src).name}")
     if ignored is not None:
@@ -330,9 +365,74 @@ def evaluate(
         report.notes.append("pixel metrics skipped: they need a raster prediction or ground truth")
     if out_dir is not None:
         stage("write")
-        _write_outputs(report, out_dir, utm, image, overwrite=overwrite,
+        _write_outputs(report, out_dir, utm, image, overwrite=overwrite, gsd_m=gsd_m,
                        lines={"ground truth": gt_lines, "prediction": pred_lines})
     return report
+
+
+def _common_frame(p_side: _Side, g_side: _Side) -> str:
+    """The coordinates both inputs are in: ``"crs"``, ``"local"`` (no CRS, metres) or
+    ``"pixels"`` (rasters without georeferencing and no ``--gsd``). Empty vector files
+    without CRS fit any frame.
+
+    Raises:
+        SceneError: one input has a CRS and the other has none.
+        InputError: a raster in bare pixels beside an input in metres without CRS.
+    """
+    frames: dict[str, Path] = {}
+    for side in (p_side, g_side):
+        if side.raster is not None:
+            frames.setdefault(ref.grid_frame(side.raster.grid), side.path)
+        elif side.lines is not None and (side.lines.crs is not None or len(side.lines)):
+            frames.setdefault("crs" if side.lines.crs is not None else "local", side.path)
+    if len(frames) <= 1:
+        return next(iter(frames), "crs")
+    if "crs" in frames:
+        without = frames.get("local") or frames["pixels"]
+        raise SceneError(
+            f"{without} has no CRS but {frames['crs']} has one, so they cannot be compared. "
+            f"Assign {without.name} its CRS (`gdal_edit.py -a_srs EPSG:xxxx` for a raster, "
+            "`ogr2ogr -a_srs EPSG:xxxx` for vectors); or, for roadx's outputs of an image "
+            "without georeferencing, compare them with ground truth without CRS (e.g. the "
+            "image's road mask) and --gsd."
+        )
+    raise InputError(
+        f"{frames['pixels']} has no georeferencing but {frames['local']} is in metres without "
+        "CRS (e.g. roadx predict --gsd outputs, at x = col × gsd, y = −row × gsd); pass --gsd "
+        "M, the metres per pixel given to roadx predict, to place the raster there too."
+    )
+
+
+def _in_frame(side: _Side, local: bool) -> _Side:
+    """``side`` with :data:`LOCAL_FRAME` as the CRS of its lines or raster grid when the
+    comparison is ``local``; empty lines without CRS get WGS 84 (harmless: no coordinates)."""
+    if side.lines is not None and side.lines.crs is None:
+        return _Side(side.path, lines=side.lines.set_crs(LOCAL_FRAME if local else "EPSG:4326"))
+    if local and side.raster is not None:
+        grid = replace(side.raster.grid, crs=LOCAL_FRAME)
+        return _Side(side.path, raster=replace(side.raster, grid=grid))
+    return side
+
+
+def _polygons(path: str | Path, utm: CRS, local: bool, gsd_m: float | None) -> BaseGeometry:
+    """The union of the AOI / ignore polygons of ``path`` (or its raster footprint) in the
+    metric CRS.
+
+    Raises:
+        SceneError: polygons with a CRS for inputs without one (``local``).
+    """
+    frame = ref.read_polygons(path, gsd_m=gsd_m)
+    if local and frame.crs is not None:
+        raise SceneError(
+            f"{path} has a CRS but the inputs have none (they are compared in their own "
+            "metric frame); give --aoi, --ignore and --image without CRS, like the inputs."
+        )
+    return _union_in(frame, None if local else utm)
+
+
+def _crs_name(crs: CRS) -> str:
+    """How a metric CRS is named in the report and in messages."""
+    return LOCAL_FRAME_NAME if crs is LOCAL_FRAME else crs.to_string()
 
 
 def _topology_metrics(report: EvalReport, gt_lines: list[BaseGeometry],
@@ -371,7 +471,7 @@ def _check_span(path: Path, lines: list[BaseGeometry], utm: CRS, force: bool) ->
         return
     x0, y0, x1, y1 = shapely.total_bounds(lines)
     width_km, height_km = (x1 - x0) / 1000, (y1 - y0) / 1000
-    extent = f"{width_km:,.0f} km × {height_km:,.0f} km in {utm.to_string()}"
+    extent = f"{width_km:,.0f} km × {height_km:,.0f} km in {_crs_name(utm)}"
     if max(width_km, height_km) * 1000 > MAX_SPAN_M:
         raise EvaluationError(
             f"{path}: the lines span {extent}; roadx eval measures in one UTM zone and "
@@ -467,11 +567,14 @@ def _check_overlap(p_side: _Side, utm: CRS, gt_lines: list[BaseGeometry],
         margin_m = max(params.buffer_m, 0.1 * float(np.hypot(x1 - x0, y1 - y0)))
         gt_box = shapely.box(x0, y0, x1, y1).buffer(margin_m)
     if not extent.intersects(gt_box):
+        check = ("Inputs without CRS: check --gsd (roadx predict --gsd puts an image's pixel "
+                 "(col, row) at x = col × gsd, y = −row × gsd) and that both come from the same "
+                 "image." if utm is LOCAL_FRAME else "Check their CRSs and files.")
         raise EvaluationError(
             f"prediction {p_side.path} and the ground truth do not overlap (prediction extent "
             f"{tuple(round(v) for v in extent.bounds)}, ground truth "
-            f"{tuple(round(v) for v in gt_box.bounds)} in {utm.to_string()}); expected both to "
-            "cover the same place. Check their CRSs and files."
+            f"{tuple(round(v) for v in gt_box.bounds)} in {_crs_name(utm)}); expected both to "
+            f"cover the same place. {check}"
         )
 
 
@@ -506,7 +609,7 @@ def _evaluate_pixel_space(p_side: _Side, g_side: _Side, params: EvalParams, imag
     report = EvalReport(str(p_side.path), str(g_side.path), None, params)
     report.pixel = _pixel_report(p_side, g_side, grid, None, params, region)
     report.notes.append("inputs are not georeferenced: pixel metrics only (no CCQ, APLS or "
-                        "junctions; those need metric coordinates)")
+                        "junctions; those need metric coordinates: pass --gsd M)")
     if out_dir is not None:
         stage("write")
         with np.errstate(invalid="ignore"):
@@ -518,7 +621,8 @@ def _evaluate_pixel_space(p_side: _Side, g_side: _Side, params: EvalParams, imag
 
 def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: Any, *,
                    overwrite: bool, lines: dict[str, list[BaseGeometry]] | None = None,
-                   masks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                   masks: tuple[np.ndarray, np.ndarray] | None = None,
+                   gsd_m: float | None = None) -> None:
     """Write the report files into a temporary folder inside ``out_dir`` and put them in place
     together (:func:`roadx.fs.atomic_outputs`); on failure nothing changes in
     ``out_dir``, and folders created for it are removed again."""
@@ -527,7 +631,8 @@ def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: An
     created = _make_folders(out_dir)
     try:
         with atomic_outputs(out_dir, overwrite=overwrite) as tmp:
-            names = _write_report_files(report, tmp, utm, image, lines=lines, masks=masks)
+            names = _write_report_files(report, tmp, utm, image, lines=lines, masks=masks,
+                                        gsd_m=gsd_m)
     except BaseException:
         for folder in created:
             with contextlib.suppress(OSError):
@@ -538,13 +643,14 @@ def _write_outputs(report: EvalReport, out_dir: Path, utm: CRS | None, image: An
 
 def _write_report_files(report: EvalReport, folder: Path, utm: CRS | None, image: Any, *,
                         lines: dict[str, list[BaseGeometry]] | None,
-                        masks: tuple[np.ndarray, np.ndarray] | None) -> list[str]:
-    """Write diff.gpkg (network comparisons only), comparison.png and report.json into
-    ``folder``; return their names in that order."""
+                        masks: tuple[np.ndarray, np.ndarray] | None,
+                        gsd_m: float | None = None) -> list[str]:
+    """Write diff.gpkg (network comparisons only; without CRS in the local frame),
+    comparison.png and report.json into ``folder``; return their names in that order."""
     net = report.network
     underlay, aspect, fig_crs = None, 1.0, utm
     if image is not None:
-        rgb, grid = ref.read_rgb_preview(image)
+        rgb, grid = ref.read_rgb_preview(image, gsd_m=gsd_m)
         (left, top), (right, bottom) = grid.transform @ (0, 0), grid.transform @ grid.shape_xy
         underlay = Underlay(rgb, (left, right, bottom, top))
         if grid.crs is not None:
@@ -556,7 +662,8 @@ def _write_report_files(report: EvalReport, folder: Path, utm: CRS | None, image
     names = []
     if net is not None and utm is not None and lines is not None:
         diff = net.diff
-        frames = {name: gpd.GeoDataFrame(geometry=list(getattr(diff, name)), crs=utm)
+        diff_crs = None if utm is LOCAL_FRAME else utm
+        frames = {name: gpd.GeoDataFrame(geometry=list(getattr(diff, name)), crs=diff_crs)
                   for name in ("missed", "spurious", "matched")}
         ref.write_diff_layers(frames, folder / "diff.gpkg")
         names.append("diff.gpkg")

@@ -91,7 +91,9 @@ class ExtractOptions:
         overlap_px: overlap between neighbouring windows in pixels (None: a quarter of the
             window, i.e. 256 px for 1024 px windows — about the receptive-field margin).
         bands: 1-based source bands in R,G,B order (None: from the colour interpretation).
-        gsd_m: metres per pixel for an image without georeferencing (outputs in pixels).
+        gsd_m: metres per pixel for an image without georeferencing: outputs then have no
+            CRS and lie at ``x = col * gsd_m``, ``y = -row * gsd_m`` (GDAL/QGIS's placement
+            of such an image, scaled to metres; see :func:`roadx.io.raster.pixel_space_transform`).
         resample: read the scene resampled to the card GSD when it differs by > 10 %.
         probability_path: optional output GeoTIFF of the stitched probability.
         overwrite: replace existing outputs.
@@ -528,10 +530,12 @@ def _area_km2(grid: _RasterGrid) -> float:
 
 
 def _check_geojson_possible(source: Path, grid: _RasterGrid, output: Path) -> None:
-    """Refuse GeoJSON output for a raster in pixel coordinates (RFC 7946 needs lon/lat)."""
-    if output.suffix.lower() == ".geojson" and not grid.georeferenced:
+    """Refuse GeoJSON output for a raster without CRS (pixel coordinates, or a world file
+    without CRS): RFC 7946 needs lon/lat."""
+    if output.suffix.lower() == ".geojson" and grid.crs is None:
+        what = "georeferencing" if not grid.georeferenced else "CRS (only a geotransform)"
         raise OutputError(
-            f"{source} has no georeferencing, so {output} cannot be RFC 7946 GeoJSON "
+            f"{source} has no {what}, so {output} cannot be RFC 7946 GeoJSON "
             "(lon/lat); write .gpkg or .shp instead"
         )
 

@@ -266,11 +266,13 @@ def test_no_crs_requires_gsd(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
         open_scene(path)
     with caplog.at_level(logging.WARNING, logger="roadx"), open_scene(path, gsd_m=0.5) as scene:
         assert not scene.georeferenced and scene.crs is None
-        assert scene.transform == Affine.identity() and scene.pixel_size_m == (0.5, 0.5)
-        assert (scene.width, scene.height) == (60, 40)
-    assert "pixel coordinates" in caplog.text
+        # GDAL/QGIS place a plain image at x = col, y = -row; roadx scales that to metres
+        assert scene.transform == Affine(0.5, 0, 0, 0, -0.5, 0)
+        assert scene.pixel_size_m == (0.5, 0.5) and (scene.width, scene.height) == (60, 40)
+    assert "pixel coordinates" in caplog.text and "y = −row × 0.5" in caplog.text
     with open_scene(path, gsd_m=1.0, target_gsd_m=0.5) as scene:  # upsampled, pixel coords
-        assert (scene.width, scene.height) == (120, 80) and scene.transform == Affine.scale(0.5)
+        assert (scene.width, scene.height) == (120, 80)
+        assert scene.transform == Affine(0.5, 0, 0, 0, -0.5, 0)
         image, valid = scene.read_window(Window(0, 0, 80, 120))
     assert valid.all() and (image == 77).all()
 

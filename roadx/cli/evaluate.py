@@ -125,6 +125,14 @@ def evaluate(
         typer.Option("--force", help="Compare areas larger than 10,000 km² (up to 1,000 km "
                      "across)."),
     ] = False,
+    gsd: Annotated[
+        float | None,
+        typer.Option("--gsd", min=0.0,
+                     help="Metres per pixel of rasters without georeferencing (a mask, "
+                     "--image): placed at x = col × gsd, y = −row × gsd as roadx predict --gsd "
+                     "places its outputs, so those compare with every metric (CCQ, APLS, "
+                     "TOPO). Inputs without CRS are compared in metres without CRS."),
+    ] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -134,6 +142,9 @@ def evaluate(
     junctions.
 
     Example: roadx eval roads.gpkg gt.geojson --image scene.tif --report eval/
+
+    Without georeferencing (roadx predict tile.png --gsd 1 -o roads.gpkg):
+    roadx eval roads.gpkg tile_mask.png --gsd 1
     """
     setup_logging(verbose, quiet)
     from contextlib import nullcontext
@@ -156,7 +167,7 @@ def evaluate(
         result = run_evaluation(
             pred, gt, params=params, image=image, pred_transform_from=pred_transform_from,
             aoi=aoi, ignore=ignore, report_dir=report, overwrite=overwrite, force=force,
-            on_stage=on_stage,
+            gsd_m=gsd, on_stage=on_stage,
         )
     data = result.to_dict()
     if json_output:

@@ -35,8 +35,10 @@ GsdOpt = Annotated[
     typer.Option(
         "--gsd",
         min=0.0,
-        help="Metres per pixel of an image without georeferencing (outputs are then in "
-        "pixel coordinates).",
+        help="Metres per pixel of an image without georeferencing. Outputs then have no CRS "
+        "and lie at x = col × gsd, y = −row × gsd (metres): on the image as QGIS shows it "
+        "(x = col, y = −row) when gsd is 1. With a world file (.pgw/.jgw/.tfw/.wld) but no "
+        "CRS: the metres per pixel (default: its units are metres).",
     ),
 ]
 ThresholdOpt = Annotated[

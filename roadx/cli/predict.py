@@ -161,7 +161,7 @@ def predict(
     table = Table(title="roadx predict", show_header=False, title_justify="left")
     table.add_row("scene", f"{result.scene} ({result.width_px}×{result.height_px} px, "
                   f"{result.gsd_m} m/px{', resampled' if result.resampled else ''})")
-    table.add_row("CRS", result.crs or "none (pixel coordinates)")
+    table.add_row("CRS", result.crs or _no_crs(result.georeferenced))
     table.add_row("model", f"{result.model} ({result.weights}), TTA {result.tta}")
     table.add_row("device", f"{result.device}, {result.precision} ({result.precision_reason})")
     table.add_row("windows", f"{result.windows} of {result.tile_px} px in {result.seconds:.1f} s "
@@ -171,3 +171,10 @@ def predict(
                   f"{result.bridged} gaps bridged")
     table.add_row("outputs", "\n".join(result.outputs + ([result.probability] if result.probability else [])))
     err_console.print(table)
+
+
+def _no_crs(georeferenced: bool) -> str:
+    """The CRS row of an output without CRS: pixel space (--gsd) or a world file's frame."""
+    if georeferenced:
+        return "none (coordinates of the world file / geotransform)"
+    return "none (pixel space in metres: x = col × gsd, y = −row × gsd of the image)"

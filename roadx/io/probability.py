@@ -82,7 +82,9 @@ class ProbabilityWriter:
         width: grid width in pixels (the processing grid of the scene).
         height: grid height in pixels.
         crs: grid CRS (None for pixel coordinates).
-        transform: grid transform (``Affine.identity()`` for pixel coordinates).
+        transform: grid transform (for a plain image processed with ``--gsd``:
+            ``Affine(gsd, 0, 0, 0, -gsd, 0)``, written without CRS, so the raster lies where
+            roadx's vector outputs do).
         overwrite: replace an existing file.
         overviews: build internal ``average`` overviews (2, 4, ... down to ~256 px) on close.
 
@@ -236,7 +238,8 @@ class ProbabilityRaster:
         height: grid height in pixels.
         crs: CRS (None: pixel coordinates).
         transform: pixel -> CRS coordinates.
-        georeferenced: False for rasters without CRS/geotransform opened with ``gsd_m``.
+        georeferenced: False for rasters without CRS/geotransform opened with ``gsd_m``
+            (see :func:`roadx.io.raster.read_georeferencing`).
         pixel_size_m: ``(row, col)`` metres per pixel.
         gsd_m: ``sqrt(row * col)`` metres per pixel.
         kind: the detected encoding: ``"roadx"`` (uint8 /254, 255 nodata), ``"float"``

@@ -16,6 +16,10 @@ Decisions, following ``../shared/specs/pipeline-anchors.md`` §4.6–4.8:
   exist), excluding invalid pixels. Never per window: that would put seams between tiles.
 * **GSD.** Metres per pixel from the geotransform: CRS linear unit factor for projected CRSs,
   geodesic length of one pixel at the scene centre for geographic ones.
+* **No georeferencing.** World files and ``.aux.xml`` beside an image are read by GDAL
+  itself. A geotransform without CRS is kept (units taken as metres); an image without any
+  is placed with ``--gsd`` at ``x = col * gsd``, ``y = -row * gsd`` (GDAL/QGIS's pixel
+  convention, scaled to metres), see :func:`read_georeferencing`.
 * **Resampling.** With ``target_gsd_m`` more than 10 % away from the scene GSD, reads go
   through a :class:`rasterio.vrt.WarpedVRT` in the *same* CRS whose pixels are exactly
   ``target_gsd_m`` metres; masks travel through the VRT's alpha band.
@@ -126,8 +130,9 @@ def open_dataset(path: str | os.PathLike[str]) -> tuple[str, DatasetReader]:
 
 @dataclass(frozen=True, slots=True)
 class Georeferencing:
-    """Where a raster grid lies: CRS (None: pixel coordinates), pixel -> CRS transform,
-    whether it came from the file (False: ``gsd_m`` was assumed), ``(row, col)`` metres/pixel."""
+    """Where a raster grid lies: CRS (None: no CRS is known), pixel -> coordinates transform,
+    whether the transform came from the file (False: a plain image placed with ``gsd_m``,
+    see :func:`pixel_space_transform`), ``(row, col)`` metres per pixel."""
 
     crs: CRS | None
     transform: Affine
@@ -140,35 +145,108 @@ class Georeferencing:
         return math.sqrt(self.pixel_size_m[0] * self.pixel_size_m[1])
 
 
+MIN_LOCAL_PIXEL_M = 1e-3
+"""Smallest pixel size (transform units) taken as metres for a geotransform without CRS;
+below it the units are most likely degrees, and ``--gsd`` (or the CRS) is asked for."""
+
+
+def pixel_space_transform(gsd_m: float) -> Affine:
+    """The transform roadx gives an image without georeferencing: ``Affine(gsd, 0, 0, 0,
+    -gsd, 0)``.
+
+    GDAL (and so rasterio) reports such an image with the identity transform, y growing
+    down; QGIS and GDAL's tools place it at ``x = col``, ``y = -row`` (pixel corners), so
+    the image stands upright. roadx uses that convention, scaled to metres by ``gsd_m`` so
+    that lengths and distances are right: with ``gsd_m == 1`` outputs lie exactly on the
+    image in QGIS; otherwise they lie on it once the image has a world file with the same
+    numbers (e.g. ``<stem>.pgw``: ``gsd, 0, 0, -gsd, gsd/2, -gsd/2``).
+
+    Args:
+        gsd_m: metres per pixel (> 0).
+
+    Returns:
+        pixel ``(col, row)`` -> ``(x, y)`` metres of a local frame without CRS.
+    """
+    return Affine(gsd_m, 0.0, 0.0, 0.0, -gsd_m, 0.0)
+
+
 def read_georeferencing(src: DatasetReader, path: str, gsd_m: float | None) -> Georeferencing:
     """Work out a dataset's CRS, transform and pixel size in metres.
+
+    Three cases:
+
+    * **CRS and geotransform** (GeoTIFF, or a world file / ``.aux.xml`` that GDAL read with
+      a CRS): georeferenced; ``gsd_m`` is ignored with a warning.
+    * **Geotransform without CRS** (a world file ``.pgw``/``.jgw``/``.tfw``/``.wld`` or an
+      ``.aux.xml`` ``GeoTransform`` beside a plain image, or roadx's own pixel-space
+      probability GeoTIFF): the transform is kept, so outputs lie where the world file puts
+      the image, and are written without CRS (a warning says so). Its units are taken as
+      metres, unless ``gsd_m`` gives the metres per pixel.
+    * **No geotransform** (GDAL reports the identity, e.g. a Massachusetts ``.tiff``/``.png``
+      tile): needs ``gsd_m``; the grid is then placed by :func:`pixel_space_transform`
+      (``x = col * gsd``, ``y = -row * gsd``, no CRS), with a warning.
 
     Args:
         src: an open dataset.
         path: its path, for messages.
-        gsd_m: metres per pixel to assume when the raster has no CRS/geotransform.
+        gsd_m: metres per pixel of a raster without georeferencing (or without CRS).
 
     Raises:
-        roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; unusable pixel size.
+        roadx.errors.SceneError: no geotransform and no ``gsd_m``; a geotransform without CRS
+            whose pixels are smaller than :data:`MIN_LOCAL_PIXEL_M` (degrees?) and no
+            ``gsd_m``; unusable pixel size.
     """
     if gsd_m is not None and not gsd_m > 0:
         raise SceneError(f"{path}: --gsd must be a positive number of metres, got {gsd_m}.")
-    if src.crs is None or src.transform.is_identity:
+    if src.transform.is_identity:  # GDAL has no geotransform (rasterio reports the identity)
         if gsd_m is None:
             gcps = " (only GCPs/RPCs: orthorectify it first)" if src.gcps[0] or src.rpcs else ""
             raise SceneError(f"{path} has no CRS/geotransform{gcps}; pass --gsd M to process "
                              "it in pixel coordinates.")
         logger.warning(
-            "%s has no CRS/geotransform: processing in pixel coordinates at %.3f m/px "
-            "(outputs are in pixel coordinates, not georeferenced)", path, gsd_m
+            "%s has no CRS/geotransform: processing in pixel coordinates at %.3f m/px; outputs "
+            "have no CRS and lie at x = col × %g, y = −row × %g (metres; QGIS shows the image "
+            "at x = col, y = −row)", path, gsd_m, gsd_m, gsd_m
         )
-        return Georeferencing(None, Affine.identity(), False, (float(gsd_m), float(gsd_m)))
+        return Georeferencing(None, pixel_space_transform(float(gsd_m)), False,
+                              (float(gsd_m), float(gsd_m)))
+    if src.crs is None:
+        return _local_georeferencing(src, path, gsd_m)
     if gsd_m is not None:
         logger.warning("%s is georeferenced; ignoring --gsd %s", path, gsd_m)
     size = _pixel_size_m(src.crs, src.transform, src.width, src.height)
     if not all(math.isfinite(s) and s > 0 for s in size):
         raise SceneError(f"{path}: cannot compute the pixel size in metres from {src.transform}.")
     return Georeferencing(src.crs, src.transform, True, size)
+
+
+def _local_georeferencing(src: DatasetReader, path: str, gsd_m: float | None) -> Georeferencing:
+    """A geotransform without CRS (world file, ``.aux.xml``): keep it; metres per pixel from
+    ``gsd_m`` or from the transform (its units taken as metres)."""
+    t = src.transform
+    size = (math.hypot(t.b, t.e), math.hypot(t.a, t.d))
+    if not all(math.isfinite(s) and s > 0 for s in size):
+        raise SceneError(f"{path}: cannot compute the pixel size from its geotransform {t}.")
+    sidecars = [Path(f).name for f in src.files[1:] if not f.lower().endswith((".ovr", ".msk"))]
+    where = ", ".join(sidecars) if sidecars else "the file itself"
+    if gsd_m is not None:
+        logger.warning(
+            "%s has a geotransform (from %s) but no CRS: outputs keep its coordinates and have "
+            "no CRS; lengths use --gsd %g m/px", path, where, gsd_m
+        )
+        return Georeferencing(None, t, True, (float(gsd_m), float(gsd_m)))
+    if min(size) < MIN_LOCAL_PIXEL_M:
+        raise SceneError(
+            f"{path} has a geotransform (from {where}) but no CRS, and its pixels measure "
+            f"{size[1]:.3g} × {size[0]:.3g} units (degrees?); add the CRS (e.g. an .aux.xml "
+            "with <SRS>EPSG:xxxx</SRS>) or pass --gsd M with the metres per pixel."
+        )
+    logger.warning(
+        "%s has a geotransform (from %s) but no CRS: outputs keep its coordinates and have no "
+        "CRS; its units are taken as metres (%.3g m/px; pass --gsd M if they are not)",
+        path, where, math.sqrt(size[0] * size[1])
+    )
+    return Georeferencing(None, t, True, size)
 
 
 def _pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
@@ -287,9 +365,12 @@ class Scene:
         path: the scene file.
         width: processing grid width in pixels.
         height: processing grid height in pixels.
-        crs: CRS of the grid (None: pixel coordinates of a non-georeferenced image).
-        transform: pixel -> CRS coordinates of the processing grid.
-        georeferenced: False for plain images processed with ``gsd_m``.
+        crs: CRS of the grid (None: no CRS is known: a plain image processed with ``gsd_m``,
+            or a world file without CRS).
+        transform: pixel -> CRS coordinates of the processing grid; for a plain image
+            :func:`pixel_space_transform` (``x = col * gsd``, ``y = -row * gsd``).
+        georeferenced: False for plain images processed with ``gsd_m`` (True when the
+            transform came from the file, with or without CRS).
         pixel_size_m: ``(row, col)`` metres per processing-grid pixel.
         gsd_m: ``sqrt(row * col)`` metres per processing-grid pixel.
         source_gsd_m: GSD of the source grid in metres.
@@ -440,15 +521,18 @@ def open_scene(
         target_gsd_m: the model's metres per pixel; when the scene GSD differs by more than
             10 % the scene is resampled on the fly (same CRS).
         gsd_m: metres per pixel for rasters without CRS/geotransform (plain JPEG/PNG); they
-            are then processed in pixel coordinates (``georeferenced=False``).
+            are then processed in pixel coordinates placed by :func:`pixel_space_transform`
+            (``georeferenced=False``). For a geotransform without CRS (world file) it gives
+            the metres per pixel; ignored for georeferenced rasters.
+            See :func:`read_georeferencing`.
 
     Returns:
         The open :class:`Scene`.
 
     Raises:
         roadx.errors.InputError: the file does not exist or is not a raster GDAL can read.
-        roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; invalid ``bands``;
-            no valid pixel.
+        roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; a world file in
+            degrees without CRS and no ``gsd_m``; invalid ``bands``; no valid pixel.
 
     References:
         ``../shared/specs/pipeline-anchors.md`` §4.6–4.8 (nodata, bands and dtype, GSD);
@@ -498,9 +582,9 @@ def _warped_grid(
     options: dict[str, Any] = dict(transform=transform, width=width, height=height,
                                    resampling=resampling,
                                    add_alpha=ColorInterp.alpha not in src.colorinterp)
-    if georef.georeferenced:
+    if georef.crs is not None:
         options["crs"] = src.crs
-    else:
+    else:  # no CRS: a plain image (pixel-space transform) or a world file without CRS
         options["src_transform"] = georef.transform
     vrt = WarpedVRT(src, **options)
     logger.info("resampling %.3f m -> %.3f m per pixel (%s): %dx%d -> %dx%d px", georef.gsd_m,

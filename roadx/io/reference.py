@@ -12,7 +12,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -29,6 +29,7 @@ from shapely.geometry.base import BaseGeometry
 
 from roadx.errors import InputError, OutputExistsError, SceneError
 from roadx.fs import atomic_outputs
+from roadx.io.raster import pixel_space_transform
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +66,24 @@ def input_kind(path: str | Path) -> InputKind:
     )
 
 
-def read_lines(path: str | Path, *, layer: str | None = None) -> gpd.GeoDataFrame:
+def read_lines(
+    path: str | Path, *, layer: str | None = None, allow_no_crs: bool = False
+) -> gpd.GeoDataFrame:
     """Read road lines from any OGR vector file (GPKG: layer ``roads`` when present).
 
     Args:
         path: vector file.
         layer: layer name (default: ``roads`` if the file has one, else the first layer).
+        allow_no_crs: accept a layer without CRS (returned with CRS None), e.g. roadx's
+            outputs for an image without georeferencing (``roadx predict --gsd``), whose
+            coordinates are metres of the image's pixel space.
 
     Returns:
         GeoDataFrame of the line features (non-line geometries are kept; callers explode).
 
     Raises:
         InputError: the file cannot be read.
-        SceneError: the layer has features but no CRS.
+        SceneError: the layer has features but no CRS (unless ``allow_no_crs``).
     """
     path = Path(path)
     try:
@@ -89,10 +95,10 @@ def read_lines(path: str | Path, *, layer: str | None = None) -> gpd.GeoDataFram
         raise InputError(
             f"{path}: cannot read road vectors ({err}). Expected a GPKG/GeoJSON/SHP file."
         ) from err
-    if frame.crs is None and len(frame):
+    if frame.crs is None and len(frame) and not allow_no_crs:
         raise SceneError(
-            f"{path} has no CRS; roadx needs georeferenced road vectors. Assign one, e.g. "
-            f"`ogr2ogr -a_srs EPSG:4326 fixed{path.suffix} {path.name}`."
+            f"{path} has no CRS; roadx needs georeferenced road vectors. Assign its CRS, e.g. "
+            f"`ogr2ogr -a_srs EPSG:xxxx fixed{path.suffix} {path.name}`."
         )
     return clean_lines(frame, path)
 
@@ -190,13 +196,21 @@ def read_pixel_wkt_csv(
 
 @dataclass(frozen=True)
 class RasterGrid:
-    """Pixel grid of a raster: size, affine transform and CRS (None when not georeferenced)."""
+    """Pixel grid of a raster: size, affine transform and CRS (None when not georeferenced).
+
+    ``local`` marks a grid without CRS that is still placed in a metric frame: a geotransform
+    without CRS (a world file, roadx's own pixel-space probability GeoTIFF; units taken as
+    metres), or a raster without geotransform read with ``gsd_m``, placed as ``roadx predict
+    --gsd`` places it (:func:`roadx.io.raster.pixel_space_transform`). A grid that is
+    neither georeferenced nor local is in bare pixels (identity transform).
+    """
 
     path: Path
     width: int
     height: int
     transform: Affine
     crs: CRS | None
+    local: bool = False
 
     @property
     def georeferenced(self) -> bool:
@@ -228,26 +242,32 @@ def _open(path: str | Path) -> rasterio.DatasetReader:
         raise InputError(f"{path}: cannot read as a raster ({err}).") from err
 
 
-def _grid(src: rasterio.DatasetReader, path: Path) -> RasterGrid:
-    has_transform = src.transform != Affine.identity()
-    if has_transform and src.crs is None:
-        raise SceneError(
-            f"{path} has a geotransform but no CRS; expected a georeferenced raster. Assign one "
-            f"with `gdal_edit.py -a_srs EPSG:xxxx {path.name}`."
-        )
-    crs = src.crs if has_transform else None
-    return RasterGrid(path, src.width, src.height, src.transform, crs)
+def _grid(src: rasterio.DatasetReader, path: Path, gsd_m: float | None = None) -> RasterGrid:
+    """The grid of ``src``: georeferenced (CRS and geotransform), local (a geotransform
+    without CRS; or no geotransform and ``gsd_m``: pixel space in metres) or bare pixels."""
+    if src.transform != Affine.identity():
+        return RasterGrid(path, src.width, src.height, src.transform, src.crs,
+                          local=src.crs is None)
+    if gsd_m is not None:
+        return RasterGrid(path, src.width, src.height, pixel_space_transform(gsd_m), None,
+                          local=True)
+    return RasterGrid(path, src.width, src.height, src.transform, None)
 
 
-def read_grid(path: str | Path) -> RasterGrid:
+def read_grid(path: str | Path, *, gsd_m: float | None = None) -> RasterGrid:
     """Read the pixel grid (size, transform, CRS) of a raster.
+
+    Args:
+        path: the raster.
+        gsd_m: metres per pixel of a raster without geotransform: it is then placed at
+            ``x = col * gsd_m``, ``y = -row * gsd_m`` (``local``), as ``roadx predict --gsd``
+            places its outputs.
 
     Raises:
         InputError: missing or unreadable file.
-        SceneError: a geotransform without CRS.
     """
     with _open(path) as src:
-        return _grid(src, Path(path))
+        return _grid(src, Path(path), gsd_m)
 
 
 @dataclass(frozen=True)
@@ -280,7 +300,9 @@ def _to_unit(raw: np.ma.MaskedArray, src: rasterio.DatasetReader) -> np.ndarray:
     return np.clip(data, 0.0, 1.0)
 
 
-def read_raster_layer(path: str | Path, *, like: RasterGrid | None = None) -> RasterLayer:
+def read_raster_layer(
+    path: str | Path, *, like: RasterGrid | None = None, gsd_m: float | None = None
+) -> RasterLayer:
     """Read band 1 of a probability / mask raster as values in [0, 1].
 
     Accepted: roadx probability GeoTIFFs (uint8 0..254, 255 nodata, or band scale/offset),
@@ -289,19 +311,22 @@ def read_raster_layer(path: str | Path, *, like: RasterGrid | None = None) -> Ra
     Args:
         path: the raster.
         like: resample onto this grid (nearest neighbour; through a WarpedVRT when both are
-            georeferenced). A non-georeferenced raster must have the same size as ``like``.
+            georeferenced, or both local, see :class:`RasterGrid`). A raster in bare pixels
+            must have the same size as a ``like`` in bare pixels.
+        gsd_m: metres per pixel of a raster without geotransform (see :func:`read_grid`).
 
     Returns:
         :class:`RasterLayer`.
 
     Raises:
-        InputError: unreadable file, or a size mismatch for non-georeferenced rasters.
-        SceneError: a geotransform without CRS.
+        InputError: unreadable file, a size mismatch of rasters in bare pixels, or rasters
+            that cannot be aligned (one with a CRS, the other without; one in bare pixels).
     """
     path = Path(path)
     with _open(path) as src:
-        grid = _grid(src, path)
-        if like is None or (like.georeferenced is False and grid.georeferenced is False):
+        grid = _grid(src, path, gsd_m)
+        kind = grid_frame(grid)
+        if like is None or kind == grid_frame(like) == "pixels":
             if like is not None and (like.width, like.height) != (grid.width, grid.height):
                 raise InputError(
                     f"{path} is {grid.width}x{grid.height} px but {like.path.name} is "
@@ -309,30 +334,54 @@ def read_raster_layer(path: str | Path, *, like: RasterGrid | None = None) -> Ra
                     "same size."
                 )
             return RasterLayer(grid, _to_unit(src.read(1, masked=True), src))
-        if not (like.georeferenced and grid.georeferenced):
+        like_kind = grid_frame(like)
+        if kind != like_kind:
             raise InputError(
-                f"{path} and {like.path.name} cannot be aligned: one is georeferenced and the "
-                "other is not. Give both with or both without georeferencing."
+                f"{path} ({_FRAME_NAMES[kind]}) and {like.path.name} ({_FRAME_NAMES[like_kind]}) "
+                "cannot be aligned; give both with a CRS, or both without (with --gsd for "
+                "rasters without georeferencing)."
             )
+        if grid.local and (grid.transform, grid.width, grid.height) == (
+            like.transform, like.width, like.height
+        ):
+            return RasterLayer(like, _to_unit(src.read(1, masked=True), src))
+        placement: dict[str, Any] = (
+            {"crs": like.crs} if grid.georeferenced else {"src_transform": grid.transform}
+        )
         with WarpedVRT(
-            src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
-            resampling=Resampling.nearest,
+            src, transform=like.transform, width=like.width, height=like.height,
+            resampling=Resampling.nearest, **placement,
         ) as vrt:
             return RasterLayer(like, _to_unit(vrt.read(1, masked=True), src))
 
 
-def read_polygons(path: str | Path) -> gpd.GeoDataFrame:
+_FRAME_NAMES = {"crs": "with a CRS", "local": "without CRS",
+                "pixels": "without georeferencing; pass --gsd"}
+
+
+def grid_frame(grid: RasterGrid) -> Literal["crs", "local", "pixels"]:
+    """Which coordinates a grid is in: ``"crs"`` (georeferenced), ``"local"`` (no CRS but
+    placed in metres, see :class:`RasterGrid`) or ``"pixels"`` (bare pixels)."""
+    return "crs" if grid.georeferenced else "local" if grid.local else "pixels"
+
+
+def read_polygons(path: str | Path, *, gsd_m: float | None = None) -> gpd.GeoDataFrame:
     """Read AOI / ignore polygons from a vector file, or take a raster's footprint.
 
+    Args:
+        path: a vector file of polygons, or a raster.
+        gsd_m: metres per pixel of a raster without geotransform (see :func:`read_grid`).
+
     Returns:
-        GeoDataFrame of polygons; CRS None means pixel coordinates.
+        GeoDataFrame of polygons; CRS None means pixel coordinates (or pixel space in metres
+        with ``gsd_m``).
 
     Raises:
         InputError: unreadable file or no polygon in it.
     """
     path = Path(path)
     if input_kind(path) == "raster":
-        grid = read_grid(path)
+        grid = read_grid(path, gsd_m=gsd_m)
         return gpd.GeoDataFrame(geometry=[grid.footprint], crs=grid.crs)
     try:
         frame = gpd.read_file(path, engine="pyogrio")
@@ -356,12 +405,15 @@ def rasterize_mask(geoms: list[BaseGeometry], grid: RasterGrid) -> np.ndarray:
     return burned.astype(bool)
 
 
-def read_rgb_preview(path: str | Path, *, max_px: int = 1600) -> tuple[np.ndarray, RasterGrid]:
+def read_rgb_preview(
+    path: str | Path, *, max_px: int = 1600, gsd_m: float | None = None
+) -> tuple[np.ndarray, RasterGrid]:
     """Read a decimated 8-bit RGB of an image for figures (grid: the preview's, same bounds).
 
     Args:
         path: the image (1, 3 or more bands; bands 1-3 are taken as R, G, B).
         max_px: longest side of the preview, pixels.
+        gsd_m: metres per pixel of an image without geotransform (see :func:`read_grid`).
 
     Returns:
         (h, w, 3) uint8 array stretched to 2-98 % per band, and the preview's grid.
@@ -371,7 +423,7 @@ def read_rgb_preview(path: str | Path, *, max_px: int = 1600) -> tuple[np.ndarra
     """
     path = Path(path)
     with _open(path) as src:
-        grid = _grid(src, path)
+        grid = _grid(src, path, gsd_m)
         factor = max(1.0, max(src.width, src.height) / max_px)
         h, w = max(1, round(src.height / factor)), max(1, round(src.width / factor))
         bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
@@ -382,7 +434,7 @@ def read_rgb_preview(path: str | Path, *, max_px: int = 1600) -> tuple[np.ndarra
         lo, hi = np.percentile(band, [2, 98]) if band.size else (0.0, 1.0)
         rgb[..., i] = np.clip((band - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
     scaled = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
-    return rgb, RasterGrid(path, w, h, scaled, grid.crs)
+    return rgb, RasterGrid(path, w, h, scaled, grid.crs, grid.local)
 
 
 def write_diff_layers(
@@ -400,7 +452,9 @@ def write_diff_layers(
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it.")
-    with atomic_outputs(path.parent, overwrite=overwrite) as tmp:
+    with atomic_outputs(path.parent, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        # layers without CRS: inputs without CRS, compared in their own metric frame
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
         for name, frame in layers.items():
             pyogrio.write_dataframe(
                 frame, tmp / path.name, layer=name, driver="GPKG", geometry_type="LineString",
