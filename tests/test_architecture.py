@@ -38,7 +38,7 @@ CONFINED = {
     "rasterio": {"io"},
     "pyogrio": {"io"},
     "fiona": {"io"},
-    "PIL": {"io"},
+    "PIL": {"io", "train"},  # train: JPEG artefacts of the domain augmentation (in memory)
     "typer": {"cli"},
     "rich": {"cli"},
     "click": set(),

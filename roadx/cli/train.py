@@ -154,6 +154,34 @@ def train(
             p=_OPT,
         ),
     ] = None,
+    grad_clip: Annotated[
+        float | None,
+        _opt(
+            "--grad-clip",
+            h="Largest gradient norm, larger gradients are scaled down; 0 = off "
+            f"(default: {_D.grad_clip:g}). NaN/inf steps are always skipped.",
+            p=_OPT,
+        ),
+    ] = None,
+    domain_aug: Annotated[
+        float | None,
+        _opt(
+            "--domain-aug",
+            h="Probability of the domain augmentation for unseen landscapes and sensors: "
+            "palettes (hue, arid, snow), haze, blur, noise, JPEG, colour bleeding and a GSD "
+            f"scale jitter (default: {_D.domain_aug}).",
+            p=_OPT,
+        ),
+    ] = None,
+    scale_jitter: Annotated[
+        float | None,
+        _opt(
+            "--scale-jitter",
+            h="Largest GSD factor of the scale jitter, e.g. 2 for 0.5-2x the training GSD; "
+            f"used with --domain-aug (default: {_D.scale_jitter:g}).",
+            p=_OPT,
+        ),
+    ] = None,
     model: Annotated[
         str | None, _opt("--model", "-m", h=f"Architecture (default: {_D.model}).", p=_OPT)
     ] = None,
@@ -231,7 +259,9 @@ def train(
         "labels": tuple(labels or ()), "road_width_m": road_width_m, "gsd_m": gsd_m,
         "source_gsd_m": source_gsd_m, "val_fraction": val_fraction, "val_list": val_list,
         "cache_dir": cache_dir, "data_license": data_license,
-        "min_source_share": min_source_share, "sensor_aug": sensor_aug, "model": model,
+        "min_source_share": min_source_share, "sensor_aug": sensor_aug,
+        "domain_aug": domain_aug, "scale_jitter": scale_jitter, "grad_clip": grad_clip,
+        "model": model,
         "init": init, "resume": resume,
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,

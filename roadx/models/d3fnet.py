@@ -14,6 +14,7 @@ parameter count (39,501,313) is the same either way.
 The network returns logits (the reference ends with a sigmoid).
 """
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -166,8 +167,9 @@ class DiffAttention(nn.Module):
         lam = self.lambda_full().view(1, h, 1, 1)
         p = self.attn_dropout_p if self.training else 0.0
         if self.attention == "sdpa":
-            o1 = F.scaled_dot_product_attention(q1, k1, v, dropout_p=p, is_causal=self.causal)
-            o2 = F.scaled_dot_product_attention(q2, k2, v, dropout_p=p, is_causal=self.causal)
+            with _sdpa_backends(q1):
+                o1 = F.scaled_dot_product_attention(q1, k1, v, dropout_p=p, is_causal=self.causal)
+                o2 = F.scaled_dot_product_attention(q2, k2, v, dropout_p=p, is_causal=self.causal)
             out = o1 - lam.to(o2.dtype) * o2  # (B, h, T, 2d)
         else:
             out = self._attend_explicit(q1, k1, q2, k2, v, lam, p)
@@ -196,6 +198,23 @@ class DiffAttention(nn.Module):
         attn = torch.softmax(s1, dim=-1) - lam.to(s1.dtype) * torch.softmax(s2, dim=-1)
         attn = F.dropout(attn, p=p, training=p > 0)
         return attn.to(v.dtype) @ v  # (B, h, T, 2d)
+
+
+def _sdpa_backends(q: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    """Kernels for the two SDPA calls: PyTorch's choice, except when training on CUDA.
+
+    Measured on an H200 (PyTorch 2.11, CUDA 13): with gradients on, the fused CUDA kernels
+    return NaN gradients for this attention (value width 2d != query width d, causal mask,
+    dropout) in the very first backward pass, in fp32 and bf16 alike, while the math kernel
+    trains normally. So backward passes on CUDA use the math kernel (memory ``~ B * heads *
+    T² * 4 B`` per map, small at the centre's ``T = (side / 32)²`` tokens); inference keeps the
+    fused kernels.
+    """
+    if q.is_cuda and torch.is_grad_enabled():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,17 @@ sometimes, conversion to grey. It makes a model trained on one survey (bright gr
 Massachusetts orthophotos) see the same ground as other sensors deliver it: the dark, low-contrast
 8-bit SpaceNet pan-sharpened chips, or a panchromatic band repeated three times.
 
+A stronger, optional **domain augmentation** (``p_domain``, off by default) draws a new "sensor
+and landscape" per crop: a palette (any hue rotation, an arid brown-for-green palette, a snow
+palette), per-band gains, partial desaturation, haze, blur or sharpening, sensor noise, JPEG
+artefacts and pan-sharpening-like colour bleeding, and a **scale jitter** that resamples the crop
+as if it were taken at another GSD (``scale_jitter`` = 2: between 0.5× and 2× the training GSD;
+done by :class:`roadx.train.data.PatchDataset`, which cuts a larger or smaller window and resizes
+it, so no border is invented). It aims at imagery unlike the training survey: rural and arid
+scenes, other satellites, compressed deliveries (domain randomization, Tobin et al. IROS 2017;
+photometric and blur/noise/JPEG sets of this kind are standard in remote-sensing segmentation
+augmentation, e.g. Buslaev et al. "Albumentations", Information 2020).
+
 The reference warps the corners with a perspective transform, which for these parameters is an
 affine map; it is done here with :func:`scipy.ndimage.affine_transform`. One deliberate change:
 pixels that come from outside the crop (the zero border) are marked invalid, so they are left
@@ -51,6 +62,10 @@ class AugmentParams:
         contrast_limit: contrast factor about the crop mean in 1 ± contrast_limit.
         band_gain_limit: gain per band in 1 ± band_gain_limit.
         p_grey: probability, given the sensor augmentation, of converting to grey.
+        p_domain: probability of the domain augmentation (:func:`domain_shift`), 0 = off.
+        scale_jitter: largest GSD factor of the scale jitter (the crop is resampled by a
+            log-uniform factor in [1 / scale_jitter, scale_jitter]); 1 = off. Applied by
+            :class:`roadx.train.data.PatchDataset` with probability ``p_domain``.
     """
 
     p_hsv: float = 0.5
@@ -69,6 +84,8 @@ class AugmentParams:
     contrast_limit: float = 0.4
     band_gain_limit: float = 0.1
     p_grey: float = 0.2
+    p_domain: float = 0.0
+    scale_jitter: float = 1.0
 
 
 def rgb_to_hsv8(image: np.ndarray) -> np.ndarray:
@@ -207,6 +224,143 @@ def sensor_shift(
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class DomainDraw:
+    """One draw of the domain augmentation (all photometric, the geometry is untouched).
+
+    Attributes:
+        palette: ``"none"``, ``"hue"`` (rotate every hue by ``hue_deg``), ``"arid"`` (greens
+            and blues turned to browns and ochres, lower saturation) or ``"snow"`` (bright,
+            nearly colourless ground, roads stay darker).
+        hue_deg: hue rotation in degrees (palette ``"hue"``).
+        gains: (3,) per-band gain.
+        desaturate: 0..1 share of the grey image mixed in.
+        haze: 0..1 share of a bright, bluish-grey veil mixed in.
+        blur_sigma_px: Gaussian blur sigma in pixels (0 = none); negative = unsharp masking
+            with that (absolute) sigma, amount 0.8.
+        noise_sigma: standard deviation of additive Gaussian noise (0..255 scale).
+        jpeg_quality: JPEG re-encoding quality 1..95, 0 = none.
+        bleed_sigma_px: sigma in pixels of the chroma blur (colour bleeding), 0 = none.
+    """
+
+    palette: str = "none"
+    hue_deg: float = 0.0
+    gains: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    desaturate: float = 0.0
+    haze: float = 0.0
+    blur_sigma_px: float = 0.0
+    noise_sigma: float = 0.0
+    jpeg_quality: int = 0
+    bleed_sigma_px: float = 0.0
+
+
+def draw_domain(rng: np.random.Generator) -> DomainDraw:
+    """Draw a :class:`DomainDraw` (every effect on its own chance, so most crops get 2–4).
+
+    Probabilities: palette hue 25 % / arid 20 % / snow 5 %; per-band gains ±25 % 50 %;
+    desaturation 20 %; haze 15 %; blur 25 % or sharpening 10 %; noise 25 %; JPEG 20 %;
+    colour bleeding 15 %.
+    """
+    u = rng.random()
+    palette = "hue" if u < 0.25 else "arid" if u < 0.45 else "snow" if u < 0.5 else "none"
+    hue_deg = float(rng.uniform(-180, 180))
+    gains = tuple(float(g) for g in (1 + rng.uniform(-0.25, 0.25, 3)))
+    use_gains = rng.random() < 0.5
+    desaturate = float(rng.uniform(0.3, 1.0)) if rng.random() < 0.2 else 0.0
+    haze = float(rng.uniform(0.1, 0.45)) if rng.random() < 0.15 else 0.0
+    b = rng.random()
+    blur = float(rng.uniform(0.5, 1.6)) if b < 0.25 else -float(rng.uniform(0.6, 1.5)) if b < 0.35 else 0.0
+    noise = float(rng.uniform(2.0, 10.0)) if rng.random() < 0.25 else 0.0
+    quality = int(rng.integers(20, 80)) if rng.random() < 0.2 else 0
+    bleed = float(rng.uniform(1.0, 3.0)) if rng.random() < 0.15 else 0.0
+    return DomainDraw(
+        palette=palette, hue_deg=hue_deg, gains=gains if use_gains else (1.0, 1.0, 1.0),
+        desaturate=desaturate, haze=haze, blur_sigma_px=blur, noise_sigma=noise,
+        jpeg_quality=quality, bleed_sigma_px=bleed,
+    )
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    return x @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def domain_shift(image: np.ndarray, draw: DomainDraw, rng: np.random.Generator) -> np.ndarray:
+    """Render one crop as another sensor and landscape would deliver it (photometric only).
+
+    Order: palette, gains, desaturation, haze, colour bleeding, blur/sharpening, noise, JPEG.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        draw: the effects (:func:`draw_domain`).
+        rng: generator for the noise.
+
+    Returns:
+        (H, W, 3) uint8 RGB of the same shape.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    x = image.astype(np.float32)
+    if draw.palette == "hue":
+        hsv = rgb_to_hsv8(image)
+        hsv[..., 0] = (hsv[..., 0] + draw.hue_deg / 2.0) % 180.0
+        x = hsv8_to_rgb(hsv).astype(np.float32)
+    elif draw.palette == "arid":
+        # vegetation (green > red) and water (blue) turn to browns; a warm, dusty cast
+        hsv = rgb_to_hsv8(image)
+        hue = hsv[..., 0]
+        green_blue = (hue > 30) & (hue < 135)  # 60°..270°: greens, cyans, blues
+        hsv[..., 0] = np.where(green_blue, 10.0 + (hue - 30.0) * 0.12, hue)
+        hsv[..., 1] *= 0.6
+        hsv[..., 2] = np.clip(hsv[..., 2] * 1.15 + 15.0, 0, 255)
+        x = hsv8_to_rgb(hsv).astype(np.float32)
+    elif draw.palette == "snow":
+        grey = _luma(x)[..., None]
+        bright = 255.0 - 0.5 * (255.0 - grey)  # lift everything towards white ...
+        x = np.where(grey < 90.0, grey * 0.9, bright) * np.array([0.97, 0.99, 1.0], np.float32)
+    x = x * np.asarray(draw.gains, np.float32)
+    if draw.desaturate:
+        x = x + draw.desaturate * (_luma(x)[..., None] - x)
+    if draw.haze:
+        x = (1.0 - draw.haze) * x + draw.haze * np.array([200.0, 205.0, 215.0], np.float32)
+    if draw.bleed_sigma_px:
+        luma = _luma(x)[..., None]
+        chroma = x - luma
+        for k in range(3):
+            chroma[..., k] = gaussian_filter(chroma[..., k], draw.bleed_sigma_px)
+        x = luma + chroma
+    if draw.blur_sigma_px > 0:
+        x = np.stack([gaussian_filter(x[..., k], draw.blur_sigma_px) for k in range(3)], -1)
+    elif draw.blur_sigma_px < 0:
+        sigma = -draw.blur_sigma_px
+        soft = np.stack([gaussian_filter(x[..., k], sigma) for k in range(3)], -1)
+        x = x + 0.8 * (x - soft)
+    if draw.noise_sigma:
+        x = x + rng.normal(0.0, draw.noise_sigma, x.shape).astype(np.float32)
+    out = np.clip(np.round(x), 0, 255).astype(np.uint8)
+    if draw.jpeg_quality:
+        out = jpeg_roundtrip(out, draw.jpeg_quality)
+    return out
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as JPEG at ``quality`` (1..95, 4:2:0 chroma) and decode (Pillow).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        (H, W, 3) uint8 RGB with JPEG block and ringing artefacts.
+    """
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
 def augment(
     image: np.ndarray,
     road: np.ndarray,
@@ -241,6 +395,8 @@ def augment(
             gains=1.0 + rng.uniform(-params.band_gain_limit, params.band_gain_limit, size=3),
             grey=bool(rng.random() < params.p_grey),
         )
+    if params.p_domain > 0 and rng.random() < params.p_domain:
+        image = domain_shift(image, draw_domain(rng), rng)
     if rng.random() < params.p_shift_scale:
         scale = 1.0 + rng.uniform(-params.scale_limit, params.scale_limit)
         aspect = 1.0 + rng.uniform(-params.aspect_limit, params.aspect_limit)

@@ -50,6 +50,9 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         warmup_steps: optimiser steps of linear warm-up before the cosine decay.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
+        grad_clip: largest global gradient norm (L2 over all parameters; larger gradients are
+            scaled down), 0 = no clipping. Steps whose loss or gradients are NaN/inf are
+            always skipped and counted (``skipped_steps`` in metrics.csv).
         val_fraction: share of each source's tiles held out when ``val_list`` is not given.
         val_list: text file of held-out tile ids / file stems, one a line.
         val_crop_px: side of the validation windows (multiple of 32).
@@ -60,6 +63,11 @@ class TrainConfig:
             (lifts small sources, e.g. a few SpaceNet scenes beside Massachusetts Roads).
         sensor_aug: probability of the sensor augmentation (gamma, contrast, band gains,
             grey; :class:`roadx.train.augment.AugmentParams`), 0 = the §5.2 chain only.
+        domain_aug: probability of the domain augmentation (palettes incl. arid and snow,
+            gains, haze, blur/sharpening, noise, JPEG, colour bleeding, and the scale jitter;
+            :func:`roadx.train.augment.domain_shift`), 0 = off.
+        scale_jitter: largest GSD factor of the scale jitter (log-uniform in
+            [1 / scale_jitter, scale_jitter], applied with ``domain_aug``), 1 = off.
         device: ``auto`` picks CUDA when available.
         precision: ``auto`` (bf16 autocast only on CPUs with native bf16, else fp32; bf16,
             or fp16 with a gradient scaler, on CUDA; :func:`roadx.runtime.choose_precision`),
@@ -91,6 +99,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
+    grad_clip: float = 0.0
     val_fraction: float = 0.1
     val_list: Path | None = None
     val_crop_px: int = 512
@@ -99,6 +108,8 @@ class TrainConfig:
     road_crop_ratio: float = 0.8
     min_source_share: float = 0.0
     sensor_aug: float = 0.0
+    domain_aug: float = 0.0
+    scale_jitter: float = 2.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     device: Device = "auto"
     precision: PrecisionName = "auto"
@@ -124,6 +135,12 @@ class TrainConfig:
             problems.append(f"min_source_share={self.min_source_share} (expected 0 <= s < 1)")
         if not 0.0 <= self.sensor_aug <= 1.0:
             problems.append(f"sensor_aug={self.sensor_aug} (expected a probability, 0..1)")
+        if not self.grad_clip >= 0.0:
+            problems.append(f"grad_clip={self.grad_clip} (expected 0 = off, or a norm > 0)")
+        if not 0.0 <= self.domain_aug <= 1.0:
+            problems.append(f"domain_aug={self.domain_aug} (expected a probability, 0..1)")
+        if not 1.0 <= self.scale_jitter <= 4.0:
+            problems.append(f"scale_jitter={self.scale_jitter} (expected 1..4, e.g. 2 for 0.5-2x)")
         if self.lr <= 0 or self.road_width_m <= 0:
             problems.append("lr and road_width_m must be positive")
         if not isinstance(self.model_kwargs, dict):

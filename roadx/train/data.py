@@ -270,9 +270,11 @@ class PatchDataset(torch.utils.data.Dataset):
         """Crops per epoch."""
         return self.length
 
-    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(
+        self, rng: np.random.Generator, size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         need_road = rng.random() < self.road_crop_ratio
-        size = self.crop_px
+        size = size or self.crop_px
         min_road = max(1, size * size // 1000)
         best: tuple[np.ndarray, np.ndarray] | None = None
         for _ in range(20):
@@ -294,13 +296,55 @@ class PatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop ``index`` of the current epoch: x (3, S, S), road (1, S, S), valid (1, S, S)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, label = self._draw(rng)
+        params = self.augment_params
+        zoom = 1.0
+        # no draw at all when off, so earlier runs keep their random stream (exact resume)
+        if params is not None and params.p_domain > 0 and params.scale_jitter > 1:
+            if rng.random() < params.p_domain:
+                log_j = float(np.log(params.scale_jitter))
+                zoom = float(np.exp(rng.uniform(-log_j, log_j)))
+        window = max(32, int(round(self.crop_px / zoom)))
+        image, label = self._draw(rng, window)
         road, valid = (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0
+        if window != self.crop_px:
+            image, road, valid = resize_crop(image, road, valid, self.crop_px)
         if self.augment_params is not None:
             image, road, valid = augment(image, road, valid, rng, self.augment_params)
         return to_tensors(
             image, road, valid, channels=self.channels, scale=self.scale, offset=self.offset
         )
+
+
+def resize_crop(
+    image: np.ndarray, road: np.ndarray, valid: np.ndarray, size_px: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample a square crop to ``size_px`` (the scale jitter: imagery at another GSD).
+
+    Bilinear for the image; the road and valid masks are resampled as fractions and
+    re-binarised at 0.5 (road) and 0.999 (valid: a pixel touching no-data stays invalid).
+
+    Args:
+        image: (S, S, 3) uint8.
+        road: (S, S) bool.
+        valid: (S, S) bool.
+        size_px: output side in pixels.
+
+    Returns:
+        (image (size, size, 3) uint8, road (size, size) bool, valid (size, size) bool).
+    """
+    from scipy.ndimage import zoom
+
+    factor = size_px / image.shape[0]
+
+    def resample(a: np.ndarray) -> np.ndarray:
+        out = zoom(a, (factor, factor) + (1,) * (a.ndim - 2), order=1, grid_mode=True,
+                   mode="nearest")
+        return out[:size_px, :size_px]
+
+    out_image = np.clip(np.round(resample(image.astype(np.float32))), 0, 255).astype(np.uint8)
+    out_road = resample(road.astype(np.float32)) >= 0.5
+    out_valid = resample(valid.astype(np.float32)) >= 0.999
+    return out_image, out_road, out_valid
 
 
 def validation_windows(

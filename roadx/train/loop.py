@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -229,7 +229,10 @@ def _load_data(
 
 
 def fit(
-    config: TrainConfig, *, on_event: Callable[[TrainEvent], None] | None = None
+    config: TrainConfig,
+    *,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    tiles: tuple[Sequence[Tile], Sequence[Tile]] | None = None,
 ) -> TrainResult:
     """Train (or fine-tune, or resume) a road model as ``config`` says.
 
@@ -242,6 +245,9 @@ def fit(
     Args:
         config: the run settings; with ``config.resume`` the run folder's state is continued.
         on_event: progress callback (called from this thread).
+        tiles: already decoded (train, validation) tiles at the training GSD, used instead
+            of reading ``config.data`` (e.g. a packed copy of a dataset on a GPU machine
+            without GDAL); ``config.data`` then only documents where they came from.
 
     Returns:
         The :class:`TrainResult`.
@@ -280,7 +286,10 @@ def fit(
     model, base_card, model_kwargs = _base_model(config)
     card = dataclasses.replace(base_card, gsd_m=float(config.gsd_m or base_card.gsd_m))
     try:
-        train_tiles, val_tiles, skipped = _load_data(config, card.gsd_m, emit)
+        if tiles is None:
+            train_tiles, val_tiles, skipped = _load_data(config, card.gsd_m, emit)
+        else:
+            train_tiles, val_tiles, skipped = list(tiles[0]), list(tiles[1]), []
     except KeyboardInterrupt:
         raise _stopped_before_training(run_dir, saved) from None
     dataset = PatchDataset(
@@ -288,14 +297,19 @@ def fit(
         channels=band_channels(card), scale=card.input_scale, offset=card.input_offset,
         seed=config.seed, min_valid_fraction=config.min_valid_fraction,
         road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
-        augment_params=AugmentParams(p_sensor=config.sensor_aug),
+        augment_params=AugmentParams(
+            p_sensor=config.sensor_aug, p_domain=config.domain_aug,
+            scale_jitter=config.scale_jitter,
+        ),
     )
     windows = validation_windows(
         val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows
     )
     model.to(device).train()
-    if device.type == "cpu":  # oneDNN runs convolutions faster on NHWC tensors
-        model.to(memory_format=torch.channels_last)
+    # oneDNN and cuDNN (tensor cores) both run convolutions faster on NHWC tensors
+    model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
 
     # 2. optimiser, and the saved state when resuming
     optimizer = torch.optim.AdamW(
@@ -340,35 +354,48 @@ def fit(
             indices = list(range(state.batch * config.batch_size, config.samples_per_epoch))
             loader = torch.utils.data.DataLoader(
                 torch.utils.data.Subset(dataset, indices), batch_size=config.batch_size,
-                num_workers=config.workers, shuffle=False,
+                num_workers=config.workers, shuffle=False, pin_memory=device.type == "cuda",
                 # an own generator keeps the global RNG (dropout) independent of loader restarts
                 generator=torch.Generator().manual_seed(config.seed + state.epoch),
             )
             steps, epoch = config.steps_per_epoch, state.epoch + 1
             emit(TrainEvent("epoch_start", epoch, config.epochs, state.batch, steps))
-            started, seen_now = time.perf_counter(), 0
+            started, seen_now, skipped_now = time.perf_counter(), 0, 0
             for x, y, v in loader:
                 lr = lr_for(state.step)
                 with interrupts_held():  # a step is done whole or not at all
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    x, y, v = x.to(device), y.to(device), v.to(device)
-                    if device.type == "cpu":
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    x, y, v = (t.to(device, non_blocking=True) for t in (x, y, v))
+                    x = x.contiguous(memory_format=torch.channels_last)
                     with autocast():
                         logits = model(x)
                     loss = dice_bce_loss(logits, y, v)
                     optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
+                    finite = bool(torch.isfinite(loss.detach()))
+                    if scaler is not None:  # skips steps with inf/NaN gradients itself
                         scaler.scale(loss).backward()
+                        if config.grad_clip > 0:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                         scaler.step(optimizer)
                         scaler.update()
                     else:
                         loss.backward()
-                        optimizer.step()
+                        norm = torch.nn.utils.clip_grad_norm_(
+                            model.parameters(), config.grad_clip or float("inf")
+                        )
+                        finite = finite and bool(torch.isfinite(norm))
+                        if finite:
+                            optimizer.step()
+                    if not finite:  # a NaN/inf batch leaves the weights untouched
+                        skipped_now += 1
+                        logger.warning("step %d: non-finite loss or gradients, step skipped",
+                                       state.step + 1)
                     state.step, state.batch = state.step + 1, state.batch + 1
-                    state.loss_sum += float(loss.detach()) * len(x)
-                    state.seen += len(x)
+                    if finite:
+                        state.loss_sum += float(loss.detach()) * len(x)
+                        state.seen += len(x)
                 seen_now += len(x)
                 rate = seen_now / max(time.perf_counter() - started, 1e-9)
                 mean_loss = state.loss_sum / state.seen
@@ -390,6 +417,7 @@ def fit(
                 "val_recall": conf.recall if windows else nan,
                 "lr": lr_for(max(state.step - 1, 0)),
                 "seconds": seconds, "samples_per_s": seen_now / max(seconds, 1e-9),
+                "skipped_steps": skipped_now,
             }
             phase = "save"
             with interrupts_held():  # weights, state and table of an epoch: all or none

@@ -86,7 +86,11 @@ def build_card(
         f"warm-up {config.warmup_steps} steps + cosine to {config.min_lr_ratio:g}x",
         "loss": "BCE-with-logits + batch soft Dice on valid pixels",
         "augmentation": "d3fnet.md §5.2 (HSV, shift/scale, flips, rot90)"
-        + (f" + sensor p={config.sensor_aug:g}" if config.sensor_aug else ""),
+        + (f" + sensor p={config.sensor_aug:g}" if config.sensor_aug else "")
+        + (
+            f" + domain p={config.domain_aug:g} (scale jitter x{config.scale_jitter:g})"
+            if config.domain_aug else ""
+        ),
         "min_source_share": config.min_source_share,
         "precision": precision or config.precision,
         "seed": config.seed,

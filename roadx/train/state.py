@@ -37,7 +37,7 @@ STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.csv"
 METRIC_COLUMNS = (
     "epoch", "train_loss", "val_loss", "val_iou", "val_f1", "val_precision", "val_recall",
-    "lr", "seconds", "samples_per_s",
+    "lr", "seconds", "samples_per_s", "skipped_steps",
 )
 
 
