@@ -336,6 +336,7 @@ def test_probability_round_trip(tmp_path: Path) -> None:
         assert src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "2"
         assert src.scales == (1 / 254,) and src.offsets == (0.0,)
         assert "ROADX_PROBABILITY" in src.tags()
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"  # a Cloud-Optimized GeoTIFF
         stored = src.read(1)
     expected = np.where(np.isnan(prob), 255, np.rint(np.nan_to_num(prob) * 254)).astype(np.uint8)
     assert (stored[:160] == expected[:160]).all() and (stored[160:] == 255).all()
@@ -373,6 +374,28 @@ def test_probability_overviews(tmp_path: Path) -> None:
     with rasterio.open(out) as src:
         assert src.overviews(1) == [2]
         assert (src.read(1, out_shape=(8, 256)) == 127).all()
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def test_probability_raster_is_a_valid_cog(tmp_path: Path) -> None:
+    """GDAL's own COG validator (osgeo_utils, Debian python3-gdal) accepts the file."""
+    import subprocess
+
+    out = tmp_path / "big.tif"
+    with ProbabilityWriter(out, width=1300, height=1100, crs=UTM, transform=T05) as writer:
+        ramp = np.linspace(0, 1, 1300, dtype=np.float32)[None].repeat(1100, 0)
+        writer.write(Window(0, 0, 1100, 1300), ramp)
+    with rasterio.open(out) as src:
+        assert src.overviews(1) == [2, 4] and src.block_shapes == [(512, 512)]
+        assert src.scales == (1 / 254,) and "ROADX_PROBABILITY" in src.tags()
+    check = "from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate"
+    probe = subprocess.run(["/usr/bin/python3", "-c", check], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("GDAL's Python validator (python3-gdal) is not installed")
+    result = subprocess.run(
+        ["/usr/bin/python3", "-c", f"{check}; w, e, _ = validate({str(out)!r}, full_check=True); "
+         "print(w, e); assert not e"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(

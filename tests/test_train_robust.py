@@ -71,6 +71,14 @@ def test_fit_from_decoded_tiles_with_domain_augmentation(tiny_dataset: Path, tmp
     _, card = load_checkpoint(result.best_path)
     assert "domain p=1 (scale jitter x2)" in card.training["augmentation"]
     assert card.training["train_tiles"] == len(train_tiles)
+    # best/last are compact (float16 by default); state.pt keeps exact float32 for --resume
+    from safetensors.torch import load_file
+
+    saved = load_file(result.last_path)
+    conv = next(k for k in saved if saved[k].ndim == 4)
+    assert saved[conv].dtype == torch.float16
+    state = torch.load(tmp_path / "run" / "state.pt", map_location="cpu", weights_only=True)
+    assert any(t.dtype == torch.float32 for t in state["model"].values())
 
 
 def test_attention_kernel_choice_on_cpu_is_pytorchs() -> None:

@@ -38,9 +38,10 @@ BAND_BYTES_PER_PX = 32
 """Per pixel of a ``tile_px``-row, full-width band: stitcher accumulators (8 B), two bands
 queued for the vectorizer (8 B) and the vectorizer's band with its halo (16 B)."""
 
-PROBABILITY_BYTES_PER_PX = 0.34
-"""Expected bytes per pixel of the probability GeoTIFF: uint8 with overviews (4/3 B) after
-DEFLATE, which shrinks probability rasters about 4× or more."""
+PROBABILITY_BYTES_PER_PX = 0.68
+"""Expected peak disk bytes per pixel of the probability GeoTIFF: uint8 with overviews (4/3 B)
+after DEFLATE, which shrinks probability rasters about 4× or more (0.34 B), twice over: the
+tiled file and its Cloud-Optimized copy exist together until the first is removed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,8 @@ class RunEstimate:
         width_px: width of the processing grid, pixels.
         height_px: height of the processing grid, pixels.
         memory_bytes: estimated peak memory of the process, bytes.
-        probability_bytes: estimated size of the probability GeoTIFF (0: none written), bytes.
+        probability_bytes: estimated peak disk use of the probability GeoTIFF while it is
+            written and laid out as a COG (0: none written), bytes.
     """
 
     windows: int

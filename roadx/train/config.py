@@ -50,6 +50,10 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         warmup_steps: optimiser steps of linear warm-up before the cosine decay.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
+        checkpoint_storage: storage of ``best.safetensors`` / ``last.safetensors``:
+            ``float16`` (default, 79 MB for d3fnet34; tensors float16 cannot hold stay
+            float32), ``int8`` (40 MB, per-channel weights) or ``float32`` (158 MB). The
+            optimizer and the exact float32 weights live only in the resumable ``state.pt``.
         grad_clip: largest global gradient norm (L2 over all parameters; larger gradients are
             scaled down), 0 = no clipping. Steps whose loss or gradients are NaN/inf are
             always skipped and counted (``skipped_steps`` in metrics.csv).
@@ -100,6 +104,7 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
     grad_clip: float = 0.0
+    checkpoint_storage: Literal["float32", "float16", "int8"] = "float16"
     val_fraction: float = 0.1
     val_list: Path | None = None
     val_crop_px: int = 512
@@ -135,6 +140,11 @@ class TrainConfig:
             problems.append(f"min_source_share={self.min_source_share} (expected 0 <= s < 1)")
         if not 0.0 <= self.sensor_aug <= 1.0:
             problems.append(f"sensor_aug={self.sensor_aug} (expected a probability, 0..1)")
+        if self.checkpoint_storage not in ("float32", "float16", "int8"):
+            problems.append(
+                f"checkpoint_storage={self.checkpoint_storage!r} (expected float32, float16 "
+                "or int8)"
+            )
         if not self.grad_clip >= 0.0:
             problems.append(f"grad_clip={self.grad_clip} (expected 0 = off, or a norm > 0)")
         if not 0.0 <= self.domain_aug <= 1.0:

@@ -339,7 +339,8 @@ def fit(
             card, config=config, train_tiles=train_tiles, val_tiles=val_tiles,
             epochs_done=state.epoch + 1, metrics=row, precision=precision.name,
         )
-        save_checkpoint(path, model, card=epoch_card, model_kwargs=model_kwargs)
+        save_checkpoint(path, model, card=epoch_card, model_kwargs=model_kwargs,
+                        storage=config.checkpoint_storage)
 
     def save() -> Path:
         return save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
