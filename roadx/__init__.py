@@ -1,5 +1,10 @@
 """roadx: georeferenced road networks from large satellite and aerial GeoTIFF scenes.
 
+The Python API (README, "Python API"): :func:`predict_roads` returns a :class:`RoadNetwork`
+(GeoDataFrames ``roads`` and ``junctions``, ``to_file``); :func:`extract` writes the files as
+``roadx predict`` does; :func:`vectorize_raster` turns a probability raster into roads; the
+settings are :class:`ExtractOptions`, :class:`PredictOptions` and :class:`VectorizeParams`.
+
 ``import roadx`` is cheap: torch, rasterio and geopandas load only when a function that
 needs them is first used (the public names below are resolved lazily).
 
@@ -15,6 +20,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "predict_roads": "roadx.pipeline",
+    "RoadNetwork": "roadx.pipeline",
+    "ExtractOptions": "roadx.pipeline",
+    "PredictOptions": "roadx.predict",
+    "VectorizeParams": "roadx.vectorize",
     "extract": "roadx.pipeline",
     "ExtractResult": "roadx.pipeline",
     "vectorize_raster": "roadx.pipeline",

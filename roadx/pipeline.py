@@ -42,9 +42,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from roadx.errors import CheckpointError, InputError, OutputError
 from roadx.predict import PredictOptions
-from roadx.vectorize import BandVectorizer, RoadNetwork, VectorizeParams
+from roadx.vectorize import BandVectorizer, VectorizeParams
+from roadx.vectorize import RoadNetwork as GraphNetwork
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import numpy as np
 
     from roadx.tiling import TileGrid, Window
@@ -234,17 +236,20 @@ def _provenance(params: VectorizeParams, **inputs: str) -> dict[str, str]:
     }
 
 
-def _check_outputs(scene_path: str | Path, output: Path, options: ExtractOptions) -> None:
+def _check_outputs(
+    scene_path: str | Path, output: Path | None, options: ExtractOptions
+) -> None:
     """Every output of a run, before any work: writable names, no clash with each other or
     with the input scene (also through links, also with ``--overwrite``)."""
     from roadx.io import check_output_path, vector_output_paths
 
-    vector_output_paths(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
+    if output is not None:
+        vector_output_paths(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
     if options.probability_path is not None:
         check_output_path(
             options.probability_path, overwrite=options.overwrite, suffixes=PROBABILITY_SUFFIXES
         )
-        if Path(options.probability_path).resolve() == Path(output).resolve():
+        if output is not None and Path(options.probability_path).resolve() == output.resolve():
             raise OutputError("--prob and -o must be different files")
     for out in (output, options.probability_path):
         if (out is not None and isinstance(scene_path, Path)
@@ -253,6 +258,125 @@ def _check_outputs(scene_path: str | Path, output: Path, options: ExtractOptions
                 f"{out} is the input scene {scene_path} (also through links); roadx never "
                 "writes over its input: choose another output path"
             )
+
+
+class RoadNetwork(GraphNetwork):
+    """The road network of a scene as :func:`predict_roads` returns it: GeoDataFrames plus
+    writing.
+
+    Attributes (besides ``edges``/``nodes`` of :class:`roadx.vectorize.RoadNetwork`):
+        metadata: provenance (roadx version, model, weights sha256, TTA, precision,
+            threshold, command, scene), stored in the GeoPackage by :meth:`to_file`.
+        summary: the run's :class:`ExtractResult` (counts, km, timing, CRS, GSD).
+    """
+
+    metadata: dict[str, str]
+    summary: "ExtractResult"
+
+    def __init__(self, network: GraphNetwork, metadata: dict[str, str],
+                 summary: "ExtractResult") -> None:
+        super().__init__(network.edges, network.nodes)
+        self.metadata, self.summary = metadata, summary
+
+    @property
+    def roads(self) -> "gpd.GeoDataFrame":
+        """Road centrelines: one LineString per edge, in the scene's CRS (None: pixel
+        space, see :class:`ExtractOptions` ``gsd_m``); columns as ``edges``."""
+        return self.edges
+
+    @property
+    def junctions(self) -> "gpd.GeoDataFrame":
+        """Graph nodes (junctions, dead ends, degree-2 nodes; column ``kind``)."""
+        return self.nodes
+
+    def to_file(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
+        """Write ``roads`` and ``junctions`` as :func:`roadx.io.write_roads` does
+        (``.gpkg`` with provenance and QGIS styles, ``.shp``, ``.geojson`` in EPSG:4326).
+
+        Returns:
+            The files written, roads first.
+
+        Raises:
+            roadx.errors.OutputError: unsupported extension, unwritable folder, GeoJSON
+                without CRS.
+            roadx.errors.OutputExistsError: an output exists and ``overwrite`` is false.
+        """
+        from roadx.io import write_roads
+
+        return write_roads(self, path, overwrite=overwrite, metadata=self.metadata)
+
+
+def predict_roads(
+    scene: str | os.PathLike[str],
+    *,
+    options: ExtractOptions | None = None,
+    on_progress: Progress | None = None,
+    **settings: Any,
+) -> RoadNetwork:
+    """Extract the road network of a scene and return it (nothing written unless asked).
+
+    The same pipeline as ``roadx predict`` (and :func:`extract`): windowed reads on one
+    global grid, the model with TTA, seam-free stitching, vectorization and network repair,
+    streaming in row bands (memory does not grow with the scene).
+
+    Args:
+        scene: GeoTIFF path or GDAL path/URL (``/vsicurl/...``, ``https://``, ``s3://``);
+            a plain image needs ``gsd_m``.
+        options: all settings (:class:`ExtractOptions`); default: the default weights, d4 TTA.
+        on_progress: called with ``(windows_done, windows_total, km2_done)``.
+        **settings: shortcuts that override ``options``: ``weights``, ``model``, ``gsd_m``,
+            ``bands``, ``probability_path`` (also write the probability GeoTIFF there),
+            ``overwrite``, ``threads``, ``force`` (:class:`ExtractOptions` fields); ``tta``,
+            ``device``, ``precision``, ``batch_size`` (:class:`roadx.predict.PredictOptions`);
+            ``threshold``, ``min_spur_m``, ``simplify_m``, ``bridge_m``, ...
+            (:class:`roadx.vectorize.VectorizeParams`).
+
+    Returns:
+        A :class:`RoadNetwork`: ``.roads`` and ``.junctions`` GeoDataFrames in the scene's
+        CRS, ``.summary`` and ``.to_file(path)``.
+
+    Raises:
+        roadx.errors.InputError: an unknown setting, or as :func:`extract`.
+        Every error of :func:`extract` (scene, weights, outputs, device).
+
+    Example:
+        >>> import roadx  # doctest: +SKIP
+        >>> net = roadx.predict_roads("scene.tif", tta="none")  # doctest: +SKIP
+        >>> net.roads[["length_m", "prob_mean"]].describe()  # doctest: +SKIP
+        >>> net.to_file("roads.gpkg")  # doctest: +SKIP
+    """
+    options = with_settings(options or ExtractOptions(), settings)
+    network, _ = _run(scene, None, options, on_progress)
+    return network
+
+
+def with_settings(options: ExtractOptions, settings: dict[str, Any]) -> ExtractOptions:
+    """``options`` with fields of it, of its ``predict`` and of its ``vectorize`` replaced.
+
+    Raises:
+        roadx.errors.InputError: a name that none of the three option classes has.
+    """
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(ExtractOptions)} - {"predict", "vectorize"}
+    pred = {f.name for f in dataclasses.fields(PredictOptions)}
+    vect = {f.name for f in dataclasses.fields(VectorizeParams)}
+    unknown = sorted(set(settings) - own - pred - vect)
+    if unknown:
+        raise InputError(
+            f"unknown setting(s) {', '.join(unknown)}; expected fields of ExtractOptions, "
+            "PredictOptions or VectorizeParams"
+        )
+    path_fields = {"weights", "probability_path"}
+    top = {k: (Path(v) if k in path_fields and v is not None else v)
+           for k, v in settings.items() if k in own}
+    return dataclasses.replace(
+        options, **top,
+        predict=dataclasses.replace(options.predict,
+                                    **{k: v for k, v in settings.items() if k in pred}),
+        vectorize=dataclasses.replace(options.vectorize,
+                                      **{k: v for k, v in settings.items() if k in vect}),
+    )
 
 
 def extract(
@@ -290,6 +414,17 @@ def extract(
             estimates allow, or (always) more memory than the machine has.
         roadx.errors.DeviceError: CUDA requested but absent.
     """
+    return _run(scene_path, Path(output), options or ExtractOptions(), on_progress)[1]
+
+
+def _run(
+    scene_path: str | os.PathLike[str],
+    output: Path | None,
+    options: ExtractOptions,
+    on_progress: Progress | None,
+) -> tuple[RoadNetwork, ExtractResult]:
+    """The pipeline behind :func:`extract` and :func:`predict_roads` (``output`` None: no
+    vector file is written)."""
     from roadx.io import ProbabilityWriter, open_scene, write_roads
     from roadx.models import load_checkpoint
     from roadx.predict import predict_scene
@@ -299,8 +434,7 @@ def extract(
 
     from roadx.io.raster import scene_reference
 
-    options = options or ExtractOptions()
-    scene_path, output = scene_reference(scene_path), Path(output)
+    scene_path = scene_reference(scene_path)
     if isinstance(scene_path, Path) and not scene_path.exists():
         raise InputError(f"scene {scene_path} not found")
     _check_outputs(scene_path, output, options)
@@ -323,7 +457,8 @@ def extract(
         target_gsd_m=card.gsd_m if options.resample else None,
         gsd_m=options.gsd_m,
     ) as scene:
-        _check_geojson_possible(scene_path, scene, output)
+        if output is not None:
+            _check_geojson_possible(scene_path, scene, output)
         tile_px = options.tile_px or _default_tile_px(card.tile_px, scene.height, scene.width)
         overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
         grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
@@ -367,8 +502,9 @@ def extract(
             network = vectorizer.finish()
             # the outputs as a set: the probability raster is put in place only after the
             # road layers were written, so a failed run leaves neither
-            written = write_roads(network, output, overwrite=options.overwrite,
-                                  metadata=provenance)
+            written = [] if output is None else write_roads(
+                network, output, overwrite=options.overwrite, metadata=provenance
+            )
             if writer is not None:
                 writer.commit()
         seconds = time.perf_counter() - start
@@ -399,7 +535,7 @@ def extract(
             km2_per_h=round(area_km2 / (seconds / 3600), 2) if seconds > 0 else math.inf,
         )
     log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
-    return result
+    return RoadNetwork(network, provenance, result), result
 
 
 def _check_budget(
@@ -509,7 +645,7 @@ def _default_tile_px(card_tile_px: int, height: int, width: int) -> int:
     return min(card_tile_px, max(fit, 64))
 
 
-def _network_summary(network: RoadNetwork) -> dict[str, Any]:
+def _network_summary(network: GraphNetwork) -> dict[str, Any]:
     """``roads`` (edge count), ``junctions`` (degree ≥ 3 nodes), ``dead_ends`` (degree-1
     nodes that are not cut by the scene edge or nodata), ``bridged`` (bridge
     lines: gaps bridged and dead ends snapped) and ``total_km`` of a network."""
