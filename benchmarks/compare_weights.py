@@ -8,7 +8,7 @@ dataset-level IoU/F1 of each checkpoint, the largest and mean |p_A - p_B|, and t
 two road maps with each other, as JSON.
 
 usage: python benchmarks/compare_weights.py A.safetensors B.safetensors VAL_LIST [--tta none]
-       [--limit N] [--out FILE.json]
+       [--limit N] [--out FILE.json] [--thresholds 0.5,0.6,0.7]
 """
 
 import argparse
@@ -37,7 +37,12 @@ def main() -> None:
     ap.add_argument("--tta", default="none")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--out")
+    ap.add_argument("--thresholds", default="0.5",
+                    help="comma-separated road thresholds; dataset-level IoU/F1 of both "
+                         "checkpoints at each (the per-image rows use the first)")
     args = ap.parse_args()
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    sweep = {t: [Confusion(), Confusion()] for t in thresholds}
     models = [load_checkpoint(args.a), load_checkpoint(args.b)]
     samples = discover_samples([DATA / f for f in FOLDERS])
     _, val = split_samples(samples, val_ids=read_val_list(args.val_list))
@@ -50,7 +55,10 @@ def main() -> None:
         probs = [predict_image(s.image, m, c, options) for m, c in models]
         truth = read_labelled_pair(s.image, s.labels[0], source_gsd_m=1.0, target_gsd_m=1.0)
         valid = truth.valid & np.isfinite(probs[0]) & np.isfinite(probs[1])
-        roads = [np.nan_to_num(p) >= 0.5 for p in probs]
+        for t in thresholds:
+            sweep[t] = [acc + confusion(np.nan_to_num(p) >= t, truth.road, valid)
+                        for acc, p in zip(sweep[t], probs)]
+        roads = [np.nan_to_num(p) >= thresholds[0] for p in probs]
         conf = [confusion(r, truth.road, valid) for r in roads]
         totals = [t + c for t, c in zip(totals, conf)]
         agree = agree + confusion(roads[1], roads[0], valid)
@@ -68,6 +76,11 @@ def main() -> None:
         "iou_b_minus_a": round(totals[1].iou - totals[0].iou, 5),
         "road_map_iou_a_vs_b": round(agree.iou, 5),
         "max_abs_dp": round(max_diff, 5), "mean_abs_dp": round(diff_sum / max(diff_n, 1), 6),
+        "threshold_sweep": {
+            str(t): {"iou_a": round(a.iou, 4), "f1_a": round(a.f1, 4),
+                     "iou_b": round(b.iou, 4), "f1_b": round(b.f1, 4)}
+            for t, (a, b) in sweep.items()
+        },
         "rows": rows,
     }
     text = json.dumps(result, indent=2)

@@ -97,7 +97,9 @@ class ExtractOptions:
             CRS and lie at ``x = col * gsd_m``, ``y = -row * gsd_m`` (GDAL/QGIS's placement
             of such an image, scaled to metres; see :func:`roadx.io.raster.pixel_space_transform`).
         resample: read the scene resampled to the card GSD when it differs by > 10 %.
-        probability_path: optional output GeoTIFF of the stitched probability.
+        probability_path: optional output GeoTIFF of the stitched probability (a COG).
+        preview_path: optional quick-look PNG of the roads over the scene (at most
+            ``PREVIEW_MAX_PX`` on its longer side; :mod:`roadx.io.preview`).
         overwrite: replace existing outputs.
         predict: TTA, blending, batch size, device, precision, memory format, compile.
         vectorize: threshold, clean-up, pruning and simplification parameters.
@@ -122,6 +124,7 @@ class ExtractOptions:
     gsd_m: float | None = None
     resample: bool = True
     probability_path: Path | None = None
+    preview_path: Path | None = None
     overwrite: bool = False
     predict: PredictOptions = field(default_factory=PredictOptions)
     vectorize: VectorizeParams = field(default_factory=VectorizeParams)
@@ -251,7 +254,11 @@ def _check_outputs(
         )
         if output is not None and Path(options.probability_path).resolve() == output.resolve():
             raise OutputError("--prob and -o must be different files")
-    for out in (output, options.probability_path):
+    if options.preview_path is not None:
+        from roadx.io.preview import check_preview_path
+
+        check_preview_path(options.preview_path, overwrite=options.overwrite)
+    for out in (output, options.probability_path, options.preview_path):
         if (out is not None and isinstance(scene_path, Path)
                 and Path(out).resolve() == scene_path.resolve()):
             raise OutputError(
@@ -505,6 +512,9 @@ def _run(
             written = [] if output is None else write_roads(
                 network, output, overwrite=options.overwrite, metadata=provenance
             )
+            if options.preview_path is not None:
+                written.append(_write_preview(options.preview_path, scene, card.bands, network,
+                                              overwrite=options.overwrite))
             if writer is not None:
                 writer.commit()
         seconds = time.perf_counter() - start
@@ -536,6 +546,33 @@ def _run(
         )
     log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
     return RoadNetwork(network, provenance, result), result
+
+
+PREVIEW_MAX_PX = 2048
+
+
+def _write_preview(
+    path: Path, scene: Any, bands: Sequence[str], network: GraphNetwork, *, overwrite: bool
+) -> Path:
+    """Render ``network`` over a decimated read of ``scene`` into the PNG ``path``."""
+    import numpy as np
+
+    from roadx.io.preview import render_preview, write_png
+
+    image = scene.read_overview(PREVIEW_MAX_PX)
+    names = [b.upper() for b in bands]
+    order = [names.index(b) for b in ("R", "G", "B")] if {"R", "G", "B"} <= set(names) else None
+    rgb = image[order] if order else np.repeat(image[:1], 3, axis=0)
+    inverse = ~scene.transform
+    sy, sx = image.shape[1] / scene.height, image.shape[2] / scene.width
+
+    def to_pixel(xy: "np.ndarray") -> "np.ndarray":
+        cols, rows = inverse @ (xy[:, 0], xy[:, 1])
+        return np.stack([np.asarray(cols) * sx, np.asarray(rows) * sy], axis=1)
+
+    edges = network.edges
+    lines = [(np.asarray(g.coords), bool(b)) for g, b in zip(edges.geometry, edges["bridged"])]
+    return write_png(Path(path), render_preview(rgb, lines, to_pixel), overwrite=overwrite)
 
 
 def _check_budget(

@@ -86,7 +86,13 @@ def predict(
     gsd: GsdOpt = None,
     prob: Annotated[
         Path | None,
-        typer.Option(help="Also write the stitched probability as a tiled, compressed GeoTIFF."),
+        typer.Option(help="Also write the stitched probability as a Cloud-Optimized GeoTIFF "
+                     "(uint8, p = value / 254)."),
+    ] = None,
+    preview: Annotated[
+        Path | None,
+        typer.Option(help="Also write a quick-look PNG of the roads over the scene "
+                     "(at most 2048 px on its longer side)."),
     ] = None,
     compile_model: Annotated[
         bool,
@@ -140,6 +146,7 @@ def predict(
         gsd_m=gsd,
         resample=not no_resample,
         probability_path=prob,
+        preview_path=preview,
         overwrite=overwrite,
         predict=PredictOptions(
             tta=tta, blend=blend, batch_size=batch_size, device=device, precision=precision,

@@ -466,6 +466,30 @@ class Scene:
         image[:, ~valid] = 0
         return image, valid
 
+    def read_overview(self, max_side_px: int) -> np.ndarray:
+        """The whole scene decimated to at most ``max_side_px`` on its longer side.
+
+        Read from the source's overviews where it has them (GDAL picks the level), else by
+        decimated reads; memory is that of the result. Same band order and stretch as
+        :meth:`read_window`; invalid pixels are 0.
+
+        Returns:
+            ``(C, h, w)`` uint8, ``h / height == w / width`` up to rounding (of the processing
+            grid, which covers the same ground as the source).
+        """
+        scale = min(1.0, max_side_px / max(self.width, self.height))
+        shape = (max(1, round(self.height * scale)), max(1, round(self.width * scale)))
+        source = self._vrt if self._vrt is not None else self._src
+        with self._lock:
+            data = source.read(self._bands, out_shape=(len(self._bands), *shape),
+                               resampling=Resampling.average, masked=True)
+        valid = ~np.ma.getmaskarray(data).any(axis=0)
+        image = np.zeros((len(self.band_indexes), *shape), np.uint8)
+        for channel, band in enumerate(self.band_indexes):
+            image[channel] = self._to_uint8(band, np.ma.getdata(data[self._bands.index(band)]))
+        image[:, ~valid] = 0
+        return image
+
     def _to_uint8(self, band: int, values: np.ndarray) -> np.ndarray:
         """Map one band's source values to uint8 with the global stretch."""
         if not self._stats:
