@@ -87,3 +87,19 @@ def test_attention_kernel_choice_on_cpu_is_pytorchs() -> None:
     q = torch.zeros(1, 1, 4, 8)
     with _sdpa_backends(q) as ctx:
         assert ctx is None
+
+
+def test_a_fine_tuned_card_does_not_call_itself_the_default_weights() -> None:
+    from roadx.models import read_checkpoint_metadata
+    from roadx.pipeline import default_weights_path
+    from roadx.train.provenance import _describe
+    import json
+
+    shipped = json.loads(read_checkpoint_metadata(default_weights_path())["roadx.card"])
+    assert "Default weights of roadx" in shipped["description"]
+    tuned = _describe(shipped["description"], TrainConfig(init=Path("mine/d3fnet34.safetensors")), 1.0)
+    assert "Default weights of roadx" not in tuned and "trained from scratch" in tuned
+    assert tuned.endswith("Fine-tuned from d3fnet34.safetensors with roadx train at 1 m/px.")
+    again = _describe(tuned, TrainConfig(init=Path("b.safetensors")), 0.5)
+    assert again.count("Fine-tuned from") == 1 and again.endswith("b.safetensors with roadx train at 0.5 m/px.")
+    assert _describe("A road model.", TrainConfig(), 1.0) == "A road model. Trained with roadx train at 1 m/px."

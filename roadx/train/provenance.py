@@ -8,6 +8,7 @@ tiles, the epochs and the validation scores of the saved epoch.
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from roadx import __version__
@@ -104,6 +105,26 @@ def build_card(
         base,
         gsd_m=gsd_m,
         license=license_text,
-        description=(base.description + f" Trained with roadx train at {gsd_m:g} m/px.").strip(),
+        description=_describe(base.description, config, gsd_m),
         training=training,
     )
+
+
+def _describe(base_description: str, config: TrainConfig, gsd_m: float) -> str:
+    """The card description of a trained checkpoint: what it started from and how.
+
+    The starting weights' own claims ("Default weights of roadx.") and earlier "Trained
+    with ..." sentences are dropped: a fine-tuned checkpoint is not the default weights.
+    """
+    kept = [
+        sentence for sentence in base_description.replace("\n", " ").split(". ")
+        if sentence.strip() and not sentence.strip().startswith(("Default weights of roadx",
+                                                                   "Trained with roadx train",
+                                                                   "Fine-tuned from"))
+    ]
+    text = ". ".join(kept).strip()
+    if text and not text.endswith("."):
+        text += "."
+    how = (f"Fine-tuned from {Path(config.init).name} with roadx train at {gsd_m:g} m/px."
+           if config.init else f"Trained with roadx train at {gsd_m:g} m/px.")
+    return f"{text} {how}".strip()
