@@ -41,6 +41,8 @@ from scipy.interpolate import make_interp_spline
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.ops import substring
 
+from roadx.train.synthetic import coverage, fbm  # shared with the training generator
+
 ORIGIN_E_M, ORIGIN_N_M = 330000.0, 4690000.0  # top-left corner, UTM 19N (Boston area)
 CRS = "EPSG:32619"
 DESCRIPTION = "roadx synthetic example scene - not real imagery"
@@ -91,27 +93,6 @@ class Box:
         p = box(-self.length_m / 2, -self.width_m / 2, self.length_m / 2, self.width_m / 2)
         p = shapely.affinity.rotate(p, self.angle, use_radians=True, origin=(0, 0))
         return shapely.affinity.translate(p, self.cx_m, self.cy_m)
-
-
-def fbm(shape: tuple[int, int], rng: np.random.Generator, scale_m: float, gsd_m: float,
-        finest_m: float = 1.0) -> np.ndarray:
-    """Spectral fractal noise, (H, W) float32, zero mean, unit std.
-
-    Features range from about ``scale_m`` down to ``finest_m``; amplitude falls as f^-0.9.
-    """
-    fy = np.fft.fftfreq(shape[0], d=gsd_m)[:, None]
-    fx = np.fft.rfftfreq(shape[1], d=gsd_m)[None, :]
-    f2 = fx**2 + fy**2
-    amp = (f2 + scale_m**-2) ** -0.45 * np.exp(-f2 * (finest_m / 2) ** 2)
-    out = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * amp, s=shape)
-    return ((out - out.mean()) / (out.std() + 1e-12)).astype(np.float32)
-
-
-def coverage(d_m: np.ndarray, half_m: float, gsd_m: float) -> np.ndarray:
-    """Fraction of a pixel (side ``gsd_m``) at distance ``d_m`` covered by a band of half-width."""
-    d = np.abs(d_m)
-    return np.clip(np.minimum(d + gsd_m / 2, half_m) - np.maximum(d - gsd_m / 2, -half_m),
-                   0.0, gsd_m) / gsd_m
 
 
 def _spline(points: list[tuple[float, float]], s: float) -> LineString:

@@ -192,6 +192,16 @@ def train(
             p=_OPT,
         ),
     ] = None,
+    synthetic_share: Annotated[
+        float | None,
+        _opt(
+            "--synthetic-share",
+            h="Share of training crops drawn from freshly generated synthetic scenes (all "
+            "surfaces and landscapes, exact masks), 0..0.9 "
+            f"(default: {_D.synthetic_share:g}).",
+            p=_DATA,
+        ),
+    ] = None,
     model: Annotated[
         str | None, _opt("--model", "-m", h=f"Architecture (default: {_D.model}).", p=_OPT)
     ] = None,
@@ -271,7 +281,7 @@ def train(
         "cache_dir": cache_dir, "data_license": data_license,
         "min_source_share": min_source_share, "sensor_aug": sensor_aug,
         "domain_aug": domain_aug, "scale_jitter": scale_jitter, "grad_clip": grad_clip,
-        "checkpoint_storage": checkpoint_storage,
+        "checkpoint_storage": checkpoint_storage, "synthetic_share": synthetic_share,
         "model": model,
         "init": init, "resume": resume,
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,

@@ -72,6 +72,9 @@ class TrainConfig:
             :func:`roadx.train.augment.domain_shift`), 0 = off.
         scale_jitter: largest GSD factor of the scale jitter (log-uniform in
             [1 / scale_jitter, scale_jitter], applied with ``domain_aug``), 1 = off.
+        synthetic_share: share of training crops drawn from freshly generated synthetic
+            scenes (:class:`roadx.train.synthetic.SyntheticTiles`, seeded by (seed, epoch,
+            index)), 0..0.9; 0 = real data only.
         device: ``auto`` picks CUDA when available.
         precision: ``auto`` (bf16 autocast only on CPUs with native bf16, else fp32; bf16,
             or fp16 with a gradient scaler, on CUDA; :func:`roadx.runtime.choose_precision`),
@@ -116,6 +119,7 @@ class TrainConfig:
     domain_aug: float = 0.0
     scale_jitter: float = 2.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    synthetic_share: float = 0.0
     device: Device = "auto"
     precision: PrecisionName = "auto"
     workers: int = 0
@@ -151,6 +155,10 @@ class TrainConfig:
             problems.append(f"domain_aug={self.domain_aug} (expected a probability, 0..1)")
         if not 1.0 <= self.scale_jitter <= 4.0:
             problems.append(f"scale_jitter={self.scale_jitter} (expected 1..4, e.g. 2 for 0.5-2x)")
+        if not 0.0 <= self.synthetic_share <= 0.9:
+            problems.append(
+                f"synthetic_share={self.synthetic_share} (expected 0..0.9; real crops must remain)"
+            )
         if self.lr <= 0 or self.road_width_m <= 0:
             problems.append("lr and road_width_m must be positive")
         if not isinstance(self.model_kwargs, dict):

@@ -20,6 +20,7 @@ from roadx.errors import DatasetError, InputError, RoadxError
 from roadx.io.samples import LabelledImage, read_labelled_pair, read_labelled_scene
 from roadx.train.augment import AugmentParams, augment
 from roadx.train.datasets import Sample
+from roadx.train.synthetic import SyntheticTiles
 
 logger = logging.getLogger(__name__)
 
@@ -249,8 +250,12 @@ class PatchDataset(torch.utils.data.Dataset):
         road_crop_ratio: float = 0.8,
         min_source_share: float = 0.0,
         augment_params: AugmentParams | None = AugmentParams(),
+        synthetic: SyntheticTiles | None = None,
     ) -> None:
         """Set up sampling weights; ``length`` is the number of crops per epoch.
+
+        ``synthetic`` (``TrainConfig.synthetic_share`` > 0) replaces the items it picks by
+        crops of freshly generated scenes; the other items keep their real crops.
 
         Raises:
             DatasetError: no tiles.
@@ -263,6 +268,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.channels, self.scale, self.offset = tuple(channels), scale, offset
         self.min_valid_fraction, self.road_crop_ratio = min_valid_fraction, road_crop_ratio
         self.augment_params = augment_params
+        self.synthetic = synthetic
         self.weights = sampling_weights(self.tiles, min_source_share=min_source_share)
         self.epoch = 0
 
@@ -304,10 +310,13 @@ class PatchDataset(torch.utils.data.Dataset):
                 log_j = float(np.log(params.scale_jitter))
                 zoom = float(np.exp(rng.uniform(-log_j, log_j)))
         window = max(32, int(round(self.crop_px / zoom)))
-        image, label = self._draw(rng, window)
-        road, valid = (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0
-        if window != self.crop_px:
-            image, road, valid = resize_crop(image, road, valid, self.crop_px)
+        if self.synthetic is not None and self.synthetic.picks(self.epoch, index):
+            image, road, valid = self.synthetic.crop(self.epoch, index, self.crop_px, zoom)
+        else:
+            image, label = self._draw(rng, window)
+            road, valid = (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0
+            if window != self.crop_px:
+                image, road, valid = resize_crop(image, road, valid, self.crop_px)
         if self.augment_params is not None:
             image, road, valid = augment(image, road, valid, rng, self.augment_params)
         return to_tensors(

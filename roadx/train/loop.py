@@ -60,6 +60,7 @@ from roadx.train.state import (
     save_state,
     write_metrics,
 )
+from roadx.train.synthetic import SyntheticTiles
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +302,8 @@ def fit(
             p_sensor=config.sensor_aug, p_domain=config.domain_aug,
             scale_jitter=config.scale_jitter,
         ),
+        synthetic=SyntheticTiles(config.synthetic_share, gsd_m=card.gsd_m, seed=config.seed)
+        if config.synthetic_share > 0 else None,
     )
     windows = validation_windows(
         val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows
