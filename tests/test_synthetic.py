@@ -191,3 +191,12 @@ def test_cli_passes_synthetic_share(monkeypatch: pytest.MonkeyPatch, tmp_path) -
     with pytest.raises(SystemExit) as info:
         roadx.cli.main()
     assert info.value.code != 0
+
+
+@pytest.mark.parametrize(("seed", "size", "gsd"), [(9 * 7919 + 3, 32, 0.2), (39 * 7919 + 3, 64, 0.2),
+                                                   (4, 48, 3.0), (5, 32, 0.5)])
+def test_small_scenes_and_extreme_gsds_render(seed: int, size: int, gsd: float) -> None:
+    # long shadows at 0.2 m/px once reached past a 32 px frame and failed
+    scene = generate_scene(seed, size, gsd)
+    assert scene.image.shape == (size, size, 3) and scene.centrelines
+    assert not np.any(scene.road & (scene.distractors > 0))

@@ -534,6 +534,8 @@ class _Canvas:
         for k in range(1, steps + 1):
             dist = k * length / steps
             ox, oy = (round(float(c)) for c in self.sun * dist)
+            if abs(ox) >= n or abs(oy) >= n:  # the shadow leaves the frame
+                break
             src = h[max(oy, 0):n + min(oy, 0), max(ox, 0):n + min(ox, 0)]
             out[max(-oy, 0):n + min(-oy, 0), max(-ox, 0):n + min(-ox, 0)] |= (
                 src > dist * self.gsd * tan_el)
