@@ -12,7 +12,7 @@ import signal
 import typer
 
 from roadx import __version__
-from roadx.cli import convert_weights, evaluate, models, predict, train, vectorize
+from roadx.cli import convert_weights, evaluate, models, predict, qgis_plugin, train, vectorize
 from rich.markup import escape as markup_escape
 
 from roadx.cli.console import err_console
@@ -55,6 +55,7 @@ app.command("models")(models.models)
 app.command("convert-weights")(convert_weights.convert_weights)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
+app.add_typer(qgis_plugin.app, name="qgis-plugin")
 
 
 def _interrupt(signum: int, frame: object) -> None:

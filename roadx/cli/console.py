@@ -6,6 +6,7 @@ Human-readable text goes to stderr; ``--json`` output alone goes to stdout.
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -78,21 +79,35 @@ def progress_bar(
 
 
 LOG_EVERY_S = 30.0
-"""Seconds between progress lines when stderr is not a terminal (logs, schedulers)."""
+"""Seconds between progress lines when stderr is not a terminal (logs, schedulers).
+
+The environment variable ``ROADX_PROGRESS_EVERY_S`` overrides it (the QGIS plugin sets it
+low to drive its progress bar)."""
+
+
+def _log_every_s() -> float:
+    """``ROADX_PROGRESS_EVERY_S`` when it holds a number >= 0, else :data:`LOG_EVERY_S`."""
+    try:
+        value = float(os.environ.get("ROADX_PROGRESS_EVERY_S", ""))
+    except ValueError:
+        return LOG_EVERY_S
+    return value if math.isfinite(value) and value >= 0 else LOG_EVERY_S
 
 
 @contextmanager
 def area_progress(
-    description: str, *, unit: str, enabled: bool = True, log_every_s: float = LOG_EVERY_S
+    description: str, *, unit: str, enabled: bool = True, log_every_s: float | None = None
 ) -> Iterator[Callable[[int, int, float], None]]:
     """Progress fed by the pipeline's ``on_progress(done, total, km2_done)``.
 
     On a terminal: a bar with ``done/total`` units, units per second, the ground area
     processed per hour and the time left. When stderr is a file or pipe (a log, a batch
-    scheduler): one plain line every ``log_every_s`` seconds and a last one at the end.
+    scheduler): one plain line every ``log_every_s`` seconds (default: ``LOG_EVERY_S``, or
+    ``ROADX_PROGRESS_EVERY_S``) and a last one at the end.
     """
     if enabled and not err_console.is_terminal:
-        with _line_progress(description, unit=unit, every_s=log_every_s) as on_progress:
+        every_s = _log_every_s() if log_every_s is None else log_every_s
+        with _line_progress(description, unit=unit, every_s=every_s) as on_progress:
             yield on_progress
         return
     start = time.perf_counter()
