@@ -2,8 +2,10 @@
 
 The Python API (README, "Python API"): :func:`predict_roads` returns a :class:`RoadNetwork`
 (GeoDataFrames ``roads`` and ``junctions``, ``to_file``); :func:`extract` writes the files as
-``roadx predict`` does; :func:`vectorize_raster` turns a probability raster into roads; the
-settings are :class:`ExtractOptions`, :class:`PredictOptions` and :class:`VectorizeParams`.
+``roadx predict`` does; :func:`predict_many` runs many scenes with one loaded model
+(:class:`Predictor`) into a folder, resumably; :func:`vectorize_raster` turns a probability
+raster into roads; the settings are :class:`ExtractOptions`, :class:`PredictOptions` and
+:class:`VectorizeParams`.
 
 ``import roadx`` is cheap: torch, rasterio and geopandas load only when a function that
 needs them is first used (the public names below are resolved lazily).
@@ -28,6 +30,9 @@ _LAZY = {
     "extract": "roadx.pipeline",
     "ExtractResult": "roadx.pipeline",
     "vectorize_raster": "roadx.pipeline",
+    "Predictor": "roadx.pipeline",
+    "predict_many": "roadx.batch",
+    "BatchResult": "roadx.batch",
     "create_model": "roadx.models",
     "list_models": "roadx.models",
     "load_checkpoint": "roadx.models",

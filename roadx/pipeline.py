@@ -190,7 +190,14 @@ Progress = Callable[[int, int, float], None]
 """``on_progress(done, total, km2_done)``: units done, total units, and scene area done (km²)."""
 
 
-def _resolve_weights(options: ExtractOptions) -> Path:
+def resolve_weights(options: ExtractOptions) -> Path:
+    """The checkpoint a run with ``options`` loads: ``options.weights``, or the default
+    weights of ``options.model`` (:func:`default_weights_path`).
+
+    Raises:
+        roadx.errors.InputError: ``options.weights`` does not exist.
+        roadx.errors.CheckpointError: no default weights for ``options.model``.
+    """
     if options.weights is not None:
         path = Path(options.weights)
         if not path.is_file():
@@ -313,11 +320,95 @@ class RoadNetwork(GraphNetwork):
         return write_roads(self, path, overwrite=overwrite, metadata=self.metadata)
 
 
+class Predictor:
+    """A model loaded once, for many scenes: weights, model card, device and precision.
+
+    :func:`extract` and :func:`predict_roads` load the weights on every call; a Predictor
+    loads them once and runs any number of scenes with them (``roadx predict A.tif B.tif``,
+    :func:`roadx.batch.predict_many`). The stages of a run stay those of :func:`extract`;
+    only the model loading moves here. Results are identical to separate calls.
+
+    Attributes:
+        options: the settings it was made with; the default of :meth:`extract` and
+            :meth:`predict_roads`.
+        weights: the checkpoint file used (``options.weights``, or the default weights of
+            ``options.model``).
+        weights_sha256: hex sha256 of that file (recorded in every output's provenance).
+        device: the ``torch.device`` the model lives on.
+        precision: the :class:`roadx.runtime.precision.Precision` the runs use (name and
+            reason, for the summaries).
+        model: the float32 model in eval mode on ``device``.
+        card: its :class:`roadx.models.ModelCard` (GSD, bands, scaling, window size).
+
+    Raises (on construction):
+        roadx.errors.InputError: an unknown setting, a missing ``weights`` file.
+        roadx.errors.CheckpointError: corrupt or mismatched weights, no default weights.
+        roadx.errors.DeviceError: CUDA requested but absent.
+
+    Example:
+        >>> predictor = roadx.Predictor(tta="none")  # doctest: +SKIP
+        >>> for scene in ("a.tif", "b.tif"):  # doctest: +SKIP
+        ...     predictor.extract(scene, scene.replace(".tif", ".gpkg"))
+    """
+
+    _IDENTITY = ("weights", "model")
+    _PREDICT_IDENTITY = ("device", "precision")
+
+    def __init__(self, options: ExtractOptions | None = None, **settings: Any) -> None:
+        from roadx.models import load_checkpoint
+        from roadx.runtime.device import resolve_device
+        from roadx.runtime.precision import choose_precision
+
+        self.options = with_settings(options or ExtractOptions(), settings)
+        self.weights = resolve_weights(self.options)
+        self.device = resolve_device(self.options.predict.device)
+        self.precision = choose_precision(self.options.predict.precision, self.device)
+        self.model, self.card = load_checkpoint(self.weights, device=str(self.device))
+        self.weights_sha256 = file_sha256(self.weights)
+        log.info("loaded %s (%s) on %s, %s", self.card.name, self.weights, self.device,
+                 self.precision.name)
+
+    def check_options(self, options: ExtractOptions) -> None:
+        """Refuse ``options`` that ask for another model than the one loaded.
+
+        Raises:
+            roadx.errors.InputError: ``weights``, ``model``, ``predict.device`` or
+                ``predict.precision`` differ from the predictor's own options.
+        """
+        differ = [name for name in self._IDENTITY
+                  if getattr(options, name) != getattr(self.options, name)]
+        differ += [name for name in self._PREDICT_IDENTITY
+                   if getattr(options.predict, name) != getattr(self.options.predict, name)]
+        if differ:
+            raise InputError(
+                f"the options ask for another {', '.join(differ)} than this Predictor was "
+                f"loaded with ({self.weights} on {self.device}, {self.precision.name}); make "
+                "a Predictor with those options"
+            )
+
+    def extract(
+        self, scene_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+        options: ExtractOptions | None = None, on_progress: Progress | None = None,
+    ) -> "ExtractResult":
+        """:func:`extract` with this predictor's model (``options`` default: its own)."""
+        return extract(scene_path, Path(output), options=options, on_progress=on_progress,
+                       predictor=self)
+
+    def predict_roads(
+        self, scene: str | os.PathLike[str], *, options: ExtractOptions | None = None,
+        on_progress: Progress | None = None, **settings: Any,
+    ) -> "RoadNetwork":
+        """:func:`predict_roads` with this predictor's model (``options`` default: its own)."""
+        return predict_roads(scene, options=options, on_progress=on_progress, predictor=self,
+                             **settings)
+
+
 def predict_roads(
     scene: str | os.PathLike[str],
     *,
     options: ExtractOptions | None = None,
     on_progress: Progress | None = None,
+    predictor: "Predictor | None" = None,
     **settings: Any,
 ) -> RoadNetwork:
     """Extract the road network of a scene and return it (nothing written unless asked).
@@ -331,6 +422,9 @@ def predict_roads(
             a plain image needs ``gsd_m``.
         options: all settings (:class:`ExtractOptions`); default: the default weights, d4 TTA.
         on_progress: called with ``(windows_done, windows_total, km2_done)``.
+        predictor: a :class:`Predictor` whose loaded model to use (many scenes, one load);
+            ``options`` then defaults to the predictor's, and must name the same weights,
+            model, device and precision.
         **settings: shortcuts that override ``options``: ``weights``, ``model``, ``gsd_m``,
             ``bands``, ``probability_path`` (also write the probability GeoTIFF there),
             ``overwrite``, ``threads``, ``force`` (:class:`ExtractOptions` fields); ``tta``,
@@ -343,7 +437,8 @@ def predict_roads(
         CRS, ``.summary`` and ``.to_file(path)``.
 
     Raises:
-        roadx.errors.InputError: an unknown setting, or as :func:`extract`.
+        roadx.errors.InputError: an unknown setting; ``options`` that ask for another model,
+            device or precision than ``predictor`` was loaded with; or as :func:`extract`.
         Every error of :func:`extract` (scene, weights, outputs, device).
 
     Example:
@@ -352,8 +447,10 @@ def predict_roads(
         >>> net.roads[["length_m", "prob_mean"]].describe()  # doctest: +SKIP
         >>> net.to_file("roads.gpkg")  # doctest: +SKIP
     """
+    if options is None and predictor is not None:
+        options = predictor.options
     options = with_settings(options or ExtractOptions(), settings)
-    network, _ = _run(scene, None, options, on_progress)
+    network, _ = _run(scene, None, options, on_progress, predictor)
     return network
 
 
@@ -392,6 +489,7 @@ def extract(
     *,
     options: ExtractOptions | None = None,
     on_progress: Progress | None = None,
+    predictor: "Predictor | None" = None,
 ) -> ExtractResult:
     """Extract a road network from a scene and write it as vector layers.
 
@@ -407,6 +505,9 @@ def extract(
             (native CRS) or ``.geojson`` (RFC 7946, EPSG:4326).
         options: see :class:`ExtractOptions` (defaults: d3fnet34 default weights, d4 TTA).
         on_progress: called after each window with ``(done, total, km2_done)``.
+        predictor: a :class:`Predictor` whose loaded model to use instead of loading the
+            weights again (many scenes, one load); ``options`` then defaults to the
+            predictor's, and must name the same weights, model, device and precision.
 
     Returns:
         An :class:`ExtractResult` with counts, lengths (km), timing and output paths.
@@ -420,8 +521,13 @@ def extract(
         roadx.errors.InputError: (without ``force``) more windows or memory than the
             estimates allow, or (always) more memory than the machine has.
         roadx.errors.DeviceError: CUDA requested but absent.
+        roadx.errors.InputError: ``options`` ask for another model, device or precision
+            than ``predictor`` was loaded with.
     """
-    return _run(scene_path, Path(output), options or ExtractOptions(), on_progress)[1]
+    if options is None and predictor is not None:
+        options = predictor.options
+    return _run(scene_path, Path(output), options or ExtractOptions(), on_progress,
+                predictor)[1]
 
 
 def _run(
@@ -429,14 +535,13 @@ def _run(
     output: Path | None,
     options: ExtractOptions,
     on_progress: Progress | None,
+    predictor: "Predictor | None" = None,
 ) -> tuple[RoadNetwork, ExtractResult]:
     """The pipeline behind :func:`extract` and :func:`predict_roads` (``output`` None: no
-    vector file is written)."""
+    vector file is written; ``predictor`` None: the weights are loaded for this run)."""
     from roadx.io import ProbabilityWriter, open_scene, write_roads
-    from roadx.models import load_checkpoint
     from roadx.predict import predict_scene
-    from roadx.runtime.device import resolve_device, torch_threads
-    from roadx.runtime.precision import choose_precision
+    from roadx.runtime.device import torch_threads
     from roadx.tiling import TileGrid
 
     from roadx.io.raster import scene_reference
@@ -445,11 +550,12 @@ def _run(
     if isinstance(scene_path, Path) and not scene_path.exists():
         raise InputError(f"scene {scene_path} not found")
     _check_outputs(scene_path, output, options)
-    weights = _resolve_weights(options)
-    device = resolve_device(options.predict.device)
-    precision = choose_precision(options.predict.precision, device)  # for the summary
-    model, card = load_checkpoint(weights, device=str(device))
-    weights_sha256 = file_sha256(weights)
+    if predictor is None:
+        predictor = Predictor(options)
+    else:
+        predictor.check_options(options)
+    weights, device, precision = predictor.weights, predictor.device, predictor.precision
+    model, card, weights_sha256 = predictor.model, predictor.card, predictor.weights_sha256
     provenance = _provenance(
         options.vectorize, scene=str(scene_path), model=card.name, weights=str(weights),
         weights_sha256=weights_sha256, tta=options.predict.tta, device=str(device),

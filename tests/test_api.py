@@ -34,7 +34,7 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_readme_api_blocks_run(example_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     blocks = _api_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     monkeypatch.chdir(example_dir)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own documentation
@@ -42,6 +42,8 @@ def test_readme_api_blocks_run(example_dir: Path, monkeypatch: pytest.MonkeyPatc
     assert re.search(r"^\d+ roads, [\d.]+ km$", printed, flags=re.M)
     assert (example_dir / "roads_api.gpkg").is_file() and (example_dir / "prob_api.tif").is_file()
     assert (example_dir / "roads_api.shp").is_file()
+    assert (example_dir / "batch_out" / "synthetic_scene.gpkg").is_file()
+    assert re.search(r"^synthetic_scene (ok|skipped) \d+ [\d.]+ None$", printed, flags=re.M)
 
 
 def test_predict_roads_equals_the_written_layers(example_dir: Path) -> None:

@@ -29,7 +29,8 @@ LAYER = {
     "pipeline": 4,
     "train": 4,
     "evaluation": 4,
-    "cli": 5,
+    "batch": 5,  # many scenes through pipeline.extract, one model load
+    "cli": 6,
 }
 # third-party packages and the roadx parts allowed to import them
 CONFINED = {

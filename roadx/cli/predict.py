@@ -1,7 +1,15 @@
-"""``roadx predict``: the main job, GeoTIFF scene → road network layers."""
+"""``roadx predict``: the main job, GeoTIFF scene(s) → road network layers.
 
+One scene with ``-o FILE`` runs :func:`roadx.pipeline.extract`; several scenes (or a folder,
+a glob pattern, a list file, or ``-o`` naming a folder) run :func:`roadx.batch.predict_many`
+into a folder, with exit code :data:`EXIT_SOME_FAILED` when some scenes failed.
+"""
+
+import contextlib
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -16,7 +24,6 @@ from roadx.cli.options import (
     MinEdgeProbOpt,
     MinSpurOpt,
     NoRepairOpt,
-    OutputOpt,
     OverwriteOpt,
     QuietOpt,
     SimplifyOpt,
@@ -28,17 +35,39 @@ from roadx.cli.options import (
 )
 from roadx.runtime import DeviceName, PrecisionName
 
+if TYPE_CHECKING:
+    from roadx.batch import BatchResult, SceneRecord
+    from roadx.pipeline import ExtractOptions
+
+EXIT_SOME_FAILED = 3
+"""Exit code of a batch in which some scenes failed and others succeeded."""
+
 
 def predict(
-    scene: Annotated[
-        str,
+    scenes: Annotated[
+        list[str],
         typer.Argument(
-            help="Input GeoTIFF scene (any CRS, 1–N bands): a file, a GDAL /vsi…/ path or a "
-            "URL GDAL reads (https://, s3://, gs://).",
+            help="Input GeoTIFF scene(s) (any CRS, 1–N bands): files (a GDAL VRT mosaic is "
+            "one scene), GDAL /vsi…/ paths or URLs GDAL reads (https://, s3://, gs://); for "
+            "many scenes also folders (their .tif/.tiff/.vrt/.jp2/.img files), quoted glob "
+            "patterns ('tiles/*.tif') and lists (@list.txt or a .txt file: one path a line, "
+            "# comments).",
             show_default=False,
         ),
     ],
-    output: OutputOpt,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o",
+            help="Output vector file: .gpkg (default choice), .shp or .geojson. With many "
+            "scenes (or a folder / a name ending in '/'): the output folder, one "
+            "<stem>.<format> per scene plus index.json.",
+        ),
+    ],
+    fmt: Annotated[
+        Literal["gpkg", "shp", "geojson"] | None,
+        typer.Option("--format", help="Vector format of the files of a batch (default gpkg)."),
+    ] = None,
     weights: Annotated[
         Path | None,
         typer.Option(help="Model weights (.safetensors); default: the shipped weights."),
@@ -87,12 +116,14 @@ def predict(
     prob: Annotated[
         Path | None,
         typer.Option(help="Also write the stitched probability as a Cloud-Optimized GeoTIFF "
-                     "(uint8, p = value / 254)."),
+                     "(uint8, p = value / 254). With many scenes: a folder (may be the -o "
+                     "folder) for <stem>_prob.tif files."),
     ] = None,
     preview: Annotated[
         Path | None,
         typer.Option(help="Also write a quick-look PNG of the roads over the scene "
-                     "(at most 2048 px on its longer side)."),
+                     "(at most 2048 px on its longer side). With many scenes: a folder for "
+                     "<stem>_preview.png files."),
     ] = None,
     compile_model: Annotated[
         bool,
@@ -122,12 +153,17 @@ def predict(
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Extract a road network from a GeoTIFF scene and write it as vector layers.
+    """Extract a road network from GeoTIFF scene(s) and write it as vector layers.
 
     Example: roadx predict scene.tif -o roads.gpkg --prob prob.tif
+
+    Many scenes, one model load: roadx predict tiles/ extra.tif -o out/ --prob out/
+    (out/<stem>.gpkg, out/<stem>_prob.tif, out/index.json). Re-running it skips the scenes
+    already done (--overwrite redoes all). Exit code 3: some scenes failed (see index.json).
     """
     setup_logging(verbose, quiet)
 
+    from roadx.batch import is_scene_collection
     from roadx.pipeline import ExtractOptions, extract
     from roadx.predict import PredictOptions
 
@@ -156,6 +192,18 @@ def predict(
         threads=threads,
         force=force,
     )
+    if (len(scenes) > 1 or any(is_scene_collection(s) for s in scenes)
+            or output.endswith(("/", os.sep)) or Path(output).is_dir()):
+        batch = _predict_many(
+            scenes, output, options, fmt=fmt or "gpkg", show=not json_output and quiet == 0
+        )
+        _batch_report(batch, json_output=json_output)
+        return
+    if fmt is not None and Path(output).suffix.lower() != f".{fmt}":
+        raise typer.BadParameter(
+            f"--format {fmt} does not match -o {output}; with one scene the extension of -o "
+            "sets the format", param_hint="--format")
+    scene = scenes[0]
     with area_progress(
         "predict", unit="windows", enabled=not json_output and quiet == 0
     ) as on_progress:
@@ -178,6 +226,82 @@ def predict(
                   f"{result.bridged} gaps bridged")
     table.add_row("outputs", "\n".join(result.outputs + ([result.probability] if result.probability else [])))
     err_console.print(table)
+
+
+def _predict_many(scenes: list[str], output: str, options: "ExtractOptions", *, fmt: str,
+                  show: bool) -> "BatchResult":
+    """Run a batch with one progress display per scene and a line per finished scene."""
+    import dataclasses
+
+    from roadx.batch import SceneRecord, predict_many
+
+    current: list[Callable[[int, int, float], None]] = []
+    stack = contextlib.ExitStack()
+
+    def on_scene(i: int, n: int, record: SceneRecord) -> None:
+        if record.status == "running":
+            current[:] = [stack.enter_context(
+                area_progress(f"{i + 1}/{n} {record.stem}", unit="windows", enabled=show))]
+            return
+        stack.close()
+        current.clear()
+        if show:
+            err_console.print(f"{i + 1}/{n} {record.scene}: {_status(record)}",
+                              soft_wrap=True, markup=False, highlight=False)
+
+    def on_progress(done: int, total: int, km2_done: float) -> None:
+        if current:
+            current[0](done, total, km2_done)
+
+    prob, preview = options.probability_path, options.preview_path
+    options = dataclasses.replace(options, probability_path=None, preview_path=None)
+    with stack:
+        return predict_many(scenes, output, options=options, fmt=fmt, prob_dir=prob,
+                            preview_dir=preview, on_scene=on_scene, on_progress=on_progress)
+
+
+def _status(record: "SceneRecord") -> str:
+    """``ok, 12 roads, 3.40 km, 21.5 s`` / ``skipped (done earlier)`` / ``failed: …``."""
+    if record.status == "failed":
+        return f"failed: {record.error}"
+    done = f"{record.roads} roads, {record.km:.2f} km, {record.seconds:.1f} s"
+    return f"{done} (done earlier, skipped)" if record.status == "skipped" else f"ok, {done}"
+
+
+def _batch_report(batch: "BatchResult", *, json_output: bool) -> None:
+    """Print a batch's result; exit 0 when all scenes are done, :data:`EXIT_SOME_FAILED`
+    when some failed, 1 when all failed."""
+    from rich.markup import escape
+
+    if json_output:
+        print_json(batch)
+    else:
+        from rich.table import Table
+
+        table = Table(title="roadx predict (batch)", title_justify="left")
+        for column in ("scene", "status", "roads", "km", "s"):
+            table.add_column(column, justify="left" if column in ("scene", "status") else "right")
+        for r in batch.scenes:
+            table.add_row(escape(r.stem), r.status,
+                          "" if r.roads is None else str(r.roads),
+                          "" if r.km is None else f"{r.km:.2f}",
+                          "" if r.seconds is None else f"{r.seconds:.1f}")
+        err_console.print(table)
+        for r in batch.scenes:
+            if r.status == "failed":
+                err_console.print(f"failed: {r.scene}: {r.error}", soft_wrap=True, markup=False,
+                                  highlight=False)
+        err_console.print(
+            f"{len(batch.scenes)} scenes: {batch.ok} ok, {batch.skipped} skipped (done "
+            f"earlier), {batch.failed} failed in {batch.seconds:.1f} s; index: {batch.index}",
+            soft_wrap=True, markup=False, highlight=False)
+    if batch.failed == len(batch.scenes):
+        err_console.print(f"[red]error:[/red] all scenes failed ({batch.failed} of "
+                          f"{batch.failed}); see {escape(batch.index)}", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    if batch.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _no_crs(georeferenced: bool) -> str:
