@@ -164,6 +164,28 @@ def train(
             p=_OPT,
         ),
     ] = None,
+    loss: Annotated[
+        str | None,
+        _opt(
+            "--loss",
+            h="dice_bce (the D-LinkNet loss) or osm: for OpenStreetMap-style labels, offsets "
+            "within --label-tolerance-m tolerated and confident roads far from any label "
+            f"weighted --unlabelled-weight (default: {_D.loss}).",
+            p=_OPT,
+        ),
+    ] = None,
+    label_tolerance_m: Annotated[
+        float | None,
+        _opt("--label-tolerance-m",
+             h=f"Label offset the osm loss tolerates, metres (default: {_D.label_tolerance_m:g}).",
+             p=_OPT),
+    ] = None,
+    unlabelled_weight: Annotated[
+        float | None,
+        _opt("--unlabelled-weight",
+             h="Weight of confident road predictions far from any label in the osm loss, 0-1 "
+             f"(default: {_D.unlabelled_weight:g}).", p=_OPT),
+    ] = None,
     grad_clip: Annotated[
         float | None,
         _opt(
@@ -281,6 +303,8 @@ def train(
         "cache_dir": cache_dir, "data_license": data_license,
         "min_source_share": min_source_share, "sensor_aug": sensor_aug,
         "domain_aug": domain_aug, "scale_jitter": scale_jitter, "grad_clip": grad_clip,
+        "loss": loss, "label_tolerance_m": label_tolerance_m,
+        "unlabelled_weight": unlabelled_weight,
         "checkpoint_storage": checkpoint_storage, "synthetic_share": synthetic_share,
         "model": model,
         "init": init, "resume": resume,

@@ -54,6 +54,13 @@ class TrainConfig:
             ``float16`` (default, 79 MB for d3fnet34; tensors float16 cannot hold stay
             float32), ``int8`` (40 MB, per-channel weights) or ``float32`` (158 MB). The
             optimizer and the exact float32 weights live only in the resumable ``state.pt``.
+        loss: ``dice_bce`` (the D-LinkNet/D3FNet loss) or ``osm``
+            (:func:`roadx.train.loss.osm_tolerant_loss`: for OpenStreetMap-style labels,
+            offsets within ``label_tolerance_m`` tolerated, confident road predictions far
+            from any label weighted ``unlabelled_weight``).
+        label_tolerance_m: label offset tolerated by the ``osm`` loss, metres.
+        unlabelled_weight: weight of confident road predictions far from any label in the
+            ``osm`` loss, 0..1.
         grad_clip: largest global gradient norm (L2 over all parameters; larger gradients are
             scaled down), 0 = no clipping. Steps whose loss or gradients are NaN/inf are
             always skipped and counted (``skipped_steps`` in metrics.csv).
@@ -107,6 +114,9 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
     grad_clip: float = 0.0
+    loss: Literal["dice_bce", "osm"] = "dice_bce"
+    label_tolerance_m: float = 3.0
+    unlabelled_weight: float = 0.2
     checkpoint_storage: Literal["float32", "float16", "int8"] = "float16"
     val_fraction: float = 0.1
     val_list: Path | None = None
@@ -149,6 +159,12 @@ class TrainConfig:
                 f"checkpoint_storage={self.checkpoint_storage!r} (expected float32, float16 "
                 "or int8)"
             )
+        if self.loss not in ("dice_bce", "osm"):
+            problems.append(f"loss={self.loss!r} (expected dice_bce or osm)")
+        if not self.label_tolerance_m >= 0.0:
+            problems.append(f"label_tolerance_m={self.label_tolerance_m} (expected >= 0 m)")
+        if not 0.0 <= self.unlabelled_weight <= 1.0:
+            problems.append(f"unlabelled_weight={self.unlabelled_weight} (expected 0..1)")
         if not self.grad_clip >= 0.0:
             problems.append(f"grad_clip={self.grad_clip} (expected 0 = off, or a norm > 0)")
         if not 0.0 <= self.domain_aug <= 1.0:

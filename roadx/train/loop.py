@@ -50,7 +50,7 @@ from roadx.train.data import (
     validation_windows,
 )
 from roadx.train.datasets import discover_samples, read_val_list, split_samples
-from roadx.train.loss import dice_bce_loss
+from roadx.train.loss import dice_bce_loss, osm_tolerant_loss
 from roadx.train.provenance import build_card
 from roadx.train.state import (
     STATE_FILE,
@@ -349,6 +349,14 @@ def fit(
         return save_state(run_dir, state, model=model, optimizer=optimizer, scaler=scaler,
                           config=config.to_dict())
 
+    tolerance_px = round(config.label_tolerance_m / card.gsd_m)
+
+    def train_loss(logits: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if config.loss == "osm":
+            return osm_tolerant_loss(logits, y, v, tolerance_px=tolerance_px,
+                                     unlabelled_weight=config.unlabelled_weight)
+        return dice_bce_loss(logits, y, v)
+
     # 3. epochs: steps, then validation and checkpoints
     phase = "train"
     try:
@@ -374,7 +382,7 @@ def fit(
                     x = x.contiguous(memory_format=torch.channels_last)
                     with autocast():
                         logits = model(x)
-                    loss = dice_bce_loss(logits, y, v)
+                    loss = train_loss(logits, y, v)
                     optimizer.zero_grad(set_to_none=True)
                     finite = bool(torch.isfinite(loss.detach()))
                     if scaler is not None:  # skips steps with inf/NaN gradients itself

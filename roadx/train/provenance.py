@@ -85,7 +85,11 @@ def build_card(
         "batch_size": config.batch_size,
         "optimizer": f"AdamW lr {config.lr:g} wd {config.weight_decay:g}, "
         f"warm-up {config.warmup_steps} steps + cosine to {config.min_lr_ratio:g}x",
-        "loss": "BCE-with-logits + batch soft Dice on valid pixels",
+        "loss": "BCE-with-logits + batch soft Dice on valid pixels"
+        + (
+            f", OSM-tolerant (offsets within {config.label_tolerance_m:g} m, unlabelled "
+            f"confident roads x{config.unlabelled_weight:g})" if config.loss == "osm" else ""
+        ),
         "augmentation": "d3fnet.md §5.2 (HSV, shift/scale, flips, rot90)"
         + (f" + sensor p={config.sensor_aug:g}" if config.sensor_aug else "")
         + (
