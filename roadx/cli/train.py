@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from roadx.cli.console import err_console, print_json, progress_bar, setup_logging
+from roadx.cli.options import QuietOpt, VerboseOpt
 from roadx.runtime import DeviceName as Device
 from roadx.runtime import PrecisionName
 from roadx.train.config import TrainConfig
@@ -22,9 +23,9 @@ _DATA, _OPT, _RUN = "Data", "Optimisation", "Run"
 Format = Literal["auto", "deepglobe", "folders", "gis"]
 
 
-def _opt(*names: str, h: str, p: str | None = None, count: bool = False) -> Any:
+def _opt(*names: str, h: str, p: str | None = None) -> Any:
     """A typer option with help text ``h`` in rich help panel ``p``."""
-    return typer.Option(*names, help=h, rich_help_panel=p, count=count)
+    return typer.Option(*names, help=h, rich_help_panel=p)
 
 
 def _epoch_table(rows: list[dict[str, Any]]) -> Any:
@@ -288,8 +289,8 @@ def train(
     ] = None,
     seed: Annotated[int | None, _opt("--seed", h=f"(default: {_D.seed})", p=_RUN)] = None,
     json_output: Annotated[bool, _opt("--json", h="Print the result as JSON on stdout.")] = False,
-    verbose: Annotated[int, _opt("--verbose", "-v", count=True, h="More log output.")] = 0,
-    quiet: Annotated[int, _opt("--quiet", "-q", count=True, h="Less log output.")] = 0,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = 0,
 ) -> None:
     """Train or fine-tune a road model; keeps the best checkpoint by validation IoU."""
     from roadx.train import fit
