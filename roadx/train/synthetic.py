@@ -37,6 +37,7 @@ training scenes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,20 +173,24 @@ class _Road:
     s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # position along the line, px
 
 
-def line_field(xy: np.ndarray, reach_px: float, size_px: int) -> tuple[np.ndarray, ...]:
+def line_field(xy: np.ndarray, reach_px: float, size_px: int,
+               exact_at: float | None = None) -> tuple[np.ndarray, ...]:
     """Pixels within ``reach_px`` of a polyline: flat indexes, distance and position along it.
 
-    The distance is the exact Euclidean distance from each pixel centre to the polyline (the
-    same as ``shapely.distance``), so ``d <= width / 2`` rasterizes the buffered line. Work is
-    done on square windows around pieces of the segments (no full-image pass per segment).
+    Distances from each pixel centre to the polyline are computed in float32 on square windows
+    around short pieces of the segments (no full-image pass per segment). Pixels whose
+    distance lies within 1e-3 px of ``exact_at`` are recomputed in float64 against every
+    segment, so ``d <= exact_at`` decides exactly as ``shapely.distance(line, centre) <=
+    exact_at`` would (the rasterized buffer of the line).
 
     Args:
         xy: (N, 2) float64 vertices in pixel coordinates (x = column, y = row), N >= 2.
         reach_px: largest distance of interest, pixels.
         size_px: side of the square image.
+        exact_at: a distance (pixels) at which the comparison must be exact, or None.
 
     Returns:
-        (idx (M,) int64 = row * size_px + col, d (M,) float64 px, s (M,) float64 px along the
+        (idx (M,) int64 = row * size_px + col, d (M,) float px, s (M,) float px along the
         line from its first vertex), one entry per pixel, ascending idx.
     """
     a, b = xy[:-1], xy[1:]
@@ -201,45 +206,58 @@ def line_field(xy: np.ndarray, reach_px: float, size_px: int) -> tuple[np.ndarra
     mid = a[rep] + seg[rep] * ((sub + 0.5) / k[rep])[:, None]
     half = int(np.ceil(piece / 2 + reach_px)) + 1
     off = np.arange(-half, half + 1)
-    cols = np.floor(mid[:, 0]).astype(np.int64)[:, None, None] + off[None, None, :]
-    rows = np.floor(mid[:, 1]).astype(np.int64)[:, None, None] + off[None, :, None]
-    rows, cols = np.broadcast_arrays(rows, cols)
-    ok = (rows >= 0) & (rows < size_px) & (cols >= 0) & (cols < size_px)
-    # a float32 pass drops the window corners; the survivors get the exact float64 distance
-    mx = (mid[:, 0] - np.floor(mid[:, 0]) - 0.5).astype(np.float32)[:, None, None]
-    my = (mid[:, 1] - np.floor(mid[:, 1]) - 0.5).astype(np.float32)[:, None, None]
-    ux = (seg[rep, 0] / seg_len[rep]).astype(np.float32)[:, None, None]
-    uy = (seg[rep, 1] / seg_len[rep]).astype(np.float32)[:, None, None]
-    ox, oy = off.astype(np.float32)[None, None, :], off.astype(np.float32)[None, :, None]
-    along = np.abs((ox - mx) * ux + (oy - my) * uy)
-    across = np.abs((ox - mx) * uy - (oy - my) * ux)
-    half_piece = (seg_len[rep] / k[rep] / 2).astype(np.float32)[:, None, None]
-    ok &= (across <= reach_px + 0.01) & (along <= half_piece + reach_px + 0.01)
-    seg_id = np.broadcast_to(rep[:, None, None], rows.shape)[ok]
-    rows, cols = rows[ok], cols[ok]
-    px, py = cols + 0.5, rows + 0.5
-    ax, ay, sx, sy = a[seg_id, 0], a[seg_id, 1], seg[seg_id, 0], seg[seg_id, 1]
-    len2 = seg_len[seg_id] ** 2
-    t = ((px - ax) * sx + (py - ay) * sy) / len2
-    tc = np.clip(t, 0.0, 1.0)
-    d = np.hypot(px - (ax + tc * sx), py - (ay + tc * sy))
-    s = start[seg_id] + tc * seg_len[seg_id]
+    base_c, base_r = np.floor(mid[:, 0]).astype(np.int64), np.floor(mid[:, 1]).astype(np.int64)
+
+    def win(v: np.ndarray) -> np.ndarray:
+        return v.astype(np.float32)[:, None, None]
+
+    f_off = off.astype(np.float32)
+    dx = win(base_c + 0.5 - a[rep, 0]) + f_off[None, None, :]  # pixel centre - segment start
+    dy = win(base_r + 0.5 - a[rep, 1]) + f_off[None, :, None]
+    sx, sy, ln = win(seg[rep, 0]), win(seg[rep, 1]), win(seg_len[rep])
+    tc = np.clip((dx * sx + dy * sy) / (ln * ln), 0.0, 1.0)
+    ex, ey = dx - tc * sx, dy - tc * sy
+    d = np.sqrt(ex * ex + ey * ey)  # (np.hypot is several times slower)
     near = d <= reach_px
-    rows, cols, d, s = rows[near], cols[near], d[near], s[near]
+    piece_id, i, j = np.nonzero(near)
+    rows, cols = base_r[piece_id] + off[i], base_c[piece_id] + off[j]
+    d = d[near]
+    s = (tc * ln)[near] + start[rep[piece_id]].astype(np.float32)
+    inside = (rows >= 0) & (rows < size_px) & (cols >= 0) & (cols < size_px)
+    rows, cols, d, s = rows[inside], cols[inside], d[inside], s[inside]
     if len(d) == 0:
         return np.zeros(0, np.int64), d, s
-    r0, c0 = rows.min(), cols.min()  # work in the bounding box of the hits
+    r0, c0 = rows.min(), cols.min()  # one entry per pixel: the nearest piece wins
     w = int(cols.max() - c0 + 1)
     local = (rows - r0) * w + (cols - c0)
     size = int(rows.max() - r0 + 1) * w
-    dmin = np.full(size, np.inf)
+    dmin = np.full(size, np.inf, np.float32)
     np.minimum.at(dmin, local, d)
-    smin = np.zeros(size)
+    smin = np.zeros(size, np.float32)
     best = d == dmin[local]
     smin[local[best]] = s[best]
     hit = np.flatnonzero(dmin <= reach_px)
     idx = (hit // w + r0) * size_px + hit % w + c0
-    return idx, dmin[hit], smin[hit]
+    d, s = dmin[hit].astype(np.float64), smin[hit]
+    if exact_at is not None:
+        tie = np.flatnonzero(np.abs(d - exact_at) < 1e-3)
+        if len(tie):
+            d[tie] = _exact_distance(idx[tie], size_px, a, seg, seg_len)
+    return idx, d, s
+
+
+def _exact_distance(idx: np.ndarray, size_px: int, a: np.ndarray, seg: np.ndarray,
+                    seg_len: np.ndarray) -> np.ndarray:
+    """Float64 distance from pixel centres (flat idx) to the polyline (segments a, a + seg)."""
+    px = (idx % size_px + 0.5)[:, None]
+    py = (idx // size_px + 0.5)[:, None]
+    out = np.full(len(idx), np.inf)
+    for c in range(0, len(a), 256):
+        ax, ay = a[None, c:c + 256, 0], a[None, c:c + 256, 1]
+        sx, sy = seg[None, c:c + 256, 0], seg[None, c:c + 256, 1]
+        t = np.clip(((px - ax) * sx + (py - ay) * sy) / seg_len[None, c:c + 256] ** 2, 0.0, 1.0)
+        out = np.minimum(out, np.hypot(px - (ax + t * sx), py - (ay + t * sy)).min(axis=1))
+    return out
 
 
 def _walk(rng: np.random.Generator, start: np.ndarray, heading: float, length_px: float,
@@ -387,6 +405,24 @@ def plan_roads(rng: np.random.Generator, size_px: int, gsd_m: float, background:
 # --- painting ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=32)
+def _noise_spectrum(n: int, gsd: float, scale_m: float,
+                    finest_m: float) -> tuple[np.ndarray | slice, int, np.ndarray]:
+    """Rows, columns and amplitudes of the :func:`fbm` spectrum of an n × n field (rfft
+    layout), leaving out the frequencies it damps below 1e-3 (cached: scenes share them)."""
+    f_cut = min(5.3 / finest_m, 0.5 / gsd)  # exp(-f^2 (finest / 2)^2) < 1e-3 beyond
+    ky = int(min(n // 2, np.ceil(f_cut * n * gsd)))
+    kx = min(n // 2 + 1, ky + 1)
+    rows: np.ndarray | slice = np.r_[0:ky + 1, n - ky:n] if ky < n // 2 else slice(None)
+    fy = np.fft.fftfreq(n, d=gsd)[rows]
+    fx = np.fft.rfftfreq(n, d=gsd)[:kx]
+    f2 = fx[None, :] ** 2 + fy[:, None] ** 2
+    amp = ((f2 + scale_m**-2) ** -0.45 * np.exp(-f2 * (finest_m / 2) ** 2)).astype(np.float32)
+    amp[0, 0] = 0.0
+    amp.flags.writeable = False
+    return rows, kx, amp
+
+
 @dataclass
 class _Sprite:
     """Stamped objects ready to paint: flat pixel idx, coverage, colour (M, 3), height (m)."""
@@ -413,26 +449,18 @@ class _Canvas:
         self.sun = np.array([np.sin(az), -np.cos(az)])  # towards the sun (x east, y south)
         lo = {"snow": 0.4, "city": 0.7}.get(background, 0.5)
         self.elev = float(rng.uniform(lo, 1.2))  # rad
-        ys, xs = np.mgrid[0:size_px, 0:size_px].astype(np.float32)
-        self.xs, self.ys = (xs + 0.5) * gsd_m, (ys + 0.5) * gsd_m  # pixel centres, metres
+        centres = ((np.arange(size_px) + 0.5) * gsd_m).astype(np.float32)
+        self.xs, self.ys = centres[None, :], centres[:, None]  # pixel centres, m (broadcast)
 
     def noise(self, scale_m: float, finest_m: float) -> np.ndarray:
         """(H, W) float32 fractal noise with the spectrum of :func:`fbm`, synthesised directly
         in the frequency domain (one inverse FFT; frequencies the spectrum damps below 1e-3
         are not drawn), which is several times faster than filtering white noise."""
-        n, gsd = self.n, self.gsd
-        f_cut = min(5.3 / finest_m, 0.5 / gsd)  # exp(-f^2 (finest / 2)^2) < 1e-3 beyond
-        ky = int(min(n // 2, np.ceil(f_cut * n * gsd)))
-        kx = min(n // 2 + 1, ky + 1)
-        fy = np.fft.fftfreq(n, d=gsd)[np.r_[0:ky + 1, n - ky:n] if ky < n // 2 else slice(None)]
-        fx = np.fft.rfftfreq(n, d=gsd)[:kx]
-        f2 = (fx[None, :] ** 2 + fy[:, None] ** 2).astype(np.float32)
-        amp = (f2 + scale_m**-2) ** -0.45 * np.exp(-f2 * (finest_m / 2) ** 2)
-        amp[0, 0] = 0.0
-        draw = self.rng.standard_normal((2, *amp.shape), dtype=np.float32)
+        n = self.n
+        rows, kx, amp = _noise_spectrum(n, self.gsd, scale_m, finest_m)
+        draw = self.rng.standard_normal((*amp.shape, 2), dtype=np.float32).view(np.complex64)
         spec = np.zeros((n, n // 2 + 1), np.complex64)
-        rows = np.r_[0:ky + 1, n - ky:n] if ky < n // 2 else slice(None)
-        spec[rows, :kx] = (draw[0] + 1j * draw[1]) * amp
+        spec[rows, :kx] = draw[..., 0] * amp
         out = scipy.fft.irfft2(spec, s=(n, n))
         return (out / (out.std() + 1e-12)).astype(np.float32)
 
@@ -444,7 +472,9 @@ class _Canvas:
             sel = a > 0
             where, a = where[sel], a[sel, None]
             colour = colour[sel] if np.ndim(colour) == 2 else colour
-        flat[where] += (colour - flat[where]) * a
+        old = flat[where]
+        old += (colour - old) * a
+        flat[where] = old
 
     def stamps(self, x: np.ndarray, y: np.ndarray, reach_m: float) -> tuple[np.ndarray, ...]:
         """Square windows around points (m): flat idx, dx, dy (m) and in-frame mask, (N, K, K)."""
@@ -484,10 +514,10 @@ class _Canvas:
         side = np.sign(v)
         facing = -sa * side * self.sun[0] + ca * side * self.sun[1]  # facet normal · sun
         lit = np.where(pitched[:, None, None], 1.0 + 0.3 * facing, 1.0).astype(np.float32)
-        lit *= 1 + 0.03 * self.rng.standard_normal(lit.shape, dtype=np.float32)
         m = ok & (a > 0)
-        col = colour[:, None, None, :] * lit[..., None]
-        return _Sprite(idx[m], a[m], col[m], np.broadcast_to(ht, a.shape)[m], code)
+        box = np.nonzero(m)[0]
+        col = colour.astype(np.float32)[box] * lit[m][:, None]
+        return _Sprite(idx[m], a[m], col, ht[box, 0, 0], code)
 
     def crowns(self, t: np.ndarray) -> _Sprite:
         """Tree crowns (N, 7): x, y, radius, height (m), r, g, b; domes lit by the sun."""
@@ -499,15 +529,15 @@ class _Canvas:
         idx, dx, dy, ok = self.stamps(x, y, float(t[:, 2].max()) * 1.1)
         th = np.arctan2(dy, dx)
         r = rad * (1 + 0.08 * np.sin(3 * th + x[:, None, None].astype(np.float32)))
-        rr = np.hypot(dx, dy)
+        rr = np.sqrt(dx * dx + dy * dy)
         a = np.clip((r - rr) / self.gsd + 0.5, 0.0, 1.0)
         z = np.sqrt(np.clip(1.0 - (rr / r) ** 2, 0.0, 1.0))
         lit = (dx * self.sun[0] + dy * self.sun[1]) / r * np.cos(self.elev) + z * np.sin(
             self.elev)
         light = 0.55 + 0.65 * np.clip(lit, 0, 1)
         m = ok & (a > 0)
-        col = t[:, None, None, 4:7].astype(np.float32) * light[..., None]
-        return _Sprite(idx[m], a[m], col[m], (ht - rad * (1 - z))[m])
+        col = t[np.nonzero(m)[0], 4:7].astype(np.float32) * light[m][:, None]
+        return _Sprite(idx[m], a[m], col, (ht - rad * (1 - z))[m])
 
     def raise_(self, sprite: _Sprite) -> None:
         """Enter a sprite's heights into the height map (for the cast shadows)."""
@@ -550,19 +580,22 @@ def _ground(cv: _Canvas, background: str, noise: dict[str, np.ndarray]) -> np.nd
     grain = rng.standard_normal(shape, dtype=np.float32)
     veg = np.zeros(shape, np.float32)
 
+    # channel-first (3, H, W) here: numpy broadcasts over a trailing axis of 3 several times
+    # slower than over rows
+    def rgb(c: tuple | np.ndarray) -> np.ndarray:
+        return np.asarray(c, np.float32)[:, None, None]
+
     def mix(c0: tuple, c1: tuple, t: np.ndarray) -> np.ndarray:
-        a, b = np.asarray(c0, np.float32), np.asarray(c1, np.float32)
-        return a + (b - a) * np.clip(t, 0, 1)[..., None]
+        return rgb(c0) + (rgb(c1) - rgb(c0)) * np.clip(t, 0, 1)[None]
 
     if background in ("suburb", "city"):
         g = mix((108, 118, 80), (82, 98, 60), 0.5 + 0.35 * nb)
-        g += (np.array([152, 144, 112], np.float32) - g) * np.clip(
-            0.4 * (nm + 0.6 * nb) - 0.05, 0, 0.8)[..., None]
+        g += (rgb((152, 144, 112)) - g) * np.clip(0.4 * (nm + 0.6 * nb) - 0.05, 0, 0.8)[None]
         if background == "city":
             pave = mix((150, 148, 144), (178, 174, 166), 0.5 + 0.4 * nm)
-            park = np.clip(1.5 * nb - 1.2, 0, 1)[..., None]
+            park = np.clip(1.5 * nb - 1.2, 0, 1)[None]
             g = pave * (1 - park) + g * park
-        g *= (1 + 0.05 * nf + 0.03 * grain)[..., None]
+        g *= (1 + 0.05 * nf + 0.03 * grain)[None]
         veg = np.clip(0.6 * nb + 0.4 * nm - 0.6, 0, 1)
     elif background == "farmland":
         ang = rng.uniform(0, np.pi)
@@ -585,10 +618,10 @@ def _ground(cv: _Canvas, background: str, noise: dict[str, np.ndarray]) -> np.nd
         rows_ang = table_rng.uniform(0, np.pi, 64 * 64)
         period = table_rng.uniform(1.5, 6.0, 64 * 64)
         fid = fid % (64 * 64)
-        g = crops[kind[fid]] * tone[fid]
+        g = np.ascontiguousarray((crops[kind] * tone).T)[:, fid]
         ra = rows_ang[fid]
         stripes = np.sin(2 * np.pi * (cv.xs * np.cos(ra) + cv.ys * np.sin(ra)) / period[fid])
-        g *= (1 + 0.06 * stripes + 0.05 * nm + 0.03 * nf)[..., None]
+        g *= (1 + 0.06 * stripes + 0.05 * nm + 0.03 * nf)[None]
         du = np.minimum(np.abs(u - ub[np.clip(iu - 1, 0, len(ub) - 1)]),
                         np.abs(ub[np.clip(iu, 0, len(ub) - 1)] - u))
         dv = np.minimum(np.abs(vv - vb[np.clip(iv - 1, 0, len(vb) - 1)]),
@@ -598,33 +631,35 @@ def _ground(cv: _Canvas, background: str, noise: dict[str, np.ndarray]) -> np.nd
         bw = rng.uniform(1.0, 3.0)
         a = coverage(edge, bw, cv.gsd)
         col = [(60, 82, 46), (130, 140, 92), (70, 72, 58)][style]
-        g += (np.asarray(col, np.float32) * (1 + 0.1 * nf)[..., None] - g) * a[..., None]
+        g += (rgb(col) * (1 + 0.1 * nf)[None] - g) * a[None]
         cv.distract[a > 0.5] = DISTRACTORS.index("field_boundary") + 1
         veg = (edge < bw * 1.5) * (style == 0) * np.clip(0.5 + nm, 0, 1)
     elif background == "forest":
         floor = mix((62, 66, 46), (92, 86, 60), 0.5 + 0.4 * nm)
-        g = floor * (1 + 0.06 * grain)[..., None]
+        g = floor * (1 + 0.06 * grain)[None]
         veg = np.clip(1.2 + 0.8 * nb - 0.3 * rng.random(), 0, 1)  # canopy density
     elif background == "desert":
         sand = mix((214, 184, 142), (188, 150, 108), 0.5 + 0.4 * nb)
         ang = rng.uniform(0, np.pi)
         rip = np.sin(2 * np.pi * (cv.xs * np.cos(ang) + cv.ys * np.sin(ang)) /
                      rng.uniform(4, 12) + 3 * nm)
-        g = sand * (1 + 0.04 * rip + 0.04 * nf + 0.02 * grain)[..., None]
+        g = sand * (1 + 0.04 * rip + 0.04 * nf + 0.02 * grain)[None]
         rock = np.clip(1.5 * nm - 1.4, 0, 1)
-        g += (np.array([120, 100, 84], np.float32) - g) * rock[..., None]
+        g += (rgb((120, 100, 84)) - g) * rock[None]
         veg = np.clip(nf - 1.6, 0, 1)
     elif background == "scrub":
         g = mix((156, 136, 104), (128, 118, 86), 0.5 + 0.4 * nb)
-        g *= (1 + 0.06 * nf + 0.04 * grain)[..., None]
+        g *= (1 + 0.06 * nf + 0.04 * grain)[None]
         veg = np.clip(0.9 * nf + 0.5 * nm - 0.2, 0, 1)
     elif background == "snow":
         g = mix((238, 242, 248), (214, 222, 236), 0.5 + 0.5 * nm)
-        g *= (1 + 0.015 * nf + 0.01 * grain)[..., None]
+        g *= (1 + 0.015 * nf + 0.01 * grain)[None]
         veg = np.clip(0.8 * nb - 0.2, 0, 1) * (rng.random() < 0.7)
     else:
         raise ValueError(f"unknown background {background!r}; expected one of {BACKGROUNDS}")
-    cv.img[:] = g * rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    gain = rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    for c in range(3):
+        np.multiply(g[c], gain[c], out=cv.img[..., c])
     return veg.astype(np.float32)
 
 
@@ -959,7 +994,8 @@ def _occluders(cv: _Canvas, roads: list[_Road], background: str, veg: np.ndarray
     for sp in sprites:
         cv.raise_(sp)
     shadow = cv.cast_shadows()
-    cv.img *= 1 - shadow[..., None] * (1 - _SHADOW_TINT)
+    for c in range(3):  # per channel: faster than broadcasting over the last axis
+        cv.img[..., c] *= 1 - shadow * (1 - _SHADOW_TINT[c])
     if canopy.any():
         cv.img[canopy] = col
         cv.cover |= canopy
@@ -1013,7 +1049,8 @@ def generate_scene(seed: int, size_px: int = 512, gsd_m: float = 1.0, *,
                 rng.random() < 0.6):
             r.sidewalk = (float(rng.uniform(0.5, 3.0)), float(rng.uniform(1.2, 2.5)))
         reach = hw + max(2.5, sum(r.sidewalk)) / gsd_m + 1.5  # painted beyond the edge
-        r.idx, r.d, r.s = line_field(np.asarray(r.line.coords, np.float64), reach, n)
+        r.idx, r.d, r.s = line_field(np.asarray(r.line.coords, np.float64), reach, n,
+                                     exact_at=hw)
         road[r.idx[r.d <= hw]] = True
         near_road[r.idx[r.d <= hw + verge]] = True
         dnorm[r.idx] = np.minimum(dnorm[r.idx], r.d / hw)
