@@ -97,6 +97,7 @@ def build_card(
             if config.domain_aug else ""
         ),
         "min_source_share": config.min_source_share,
+        "synthetic_share": config.synthetic_share,
         "precision": precision or config.precision,
         "seed": config.seed,
         "val_metrics": dict(metrics) if metrics else {},
