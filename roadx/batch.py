@@ -159,9 +159,10 @@ def is_scene_collection(text: str) -> bool:
     if text.startswith("@"):
         return True
     path = Path(text).expanduser()
-    if path.is_dir() or (path.suffix.lower() == ".txt" and path.is_file()):
+    # os.path's tests never raise (a name too long for the file system is simply absent)
+    if os.path.isdir(path) or (path.suffix.lower() == ".txt" and os.path.isfile(path)):
         return True
-    return not path.exists() and bool(_GLOB_CHARS & set(text))
+    return not os.path.exists(path) and bool(_GLOB_CHARS & set(text))
 
 
 def expand_scenes(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -203,16 +204,16 @@ def _expand(text: str, *, in_list: bool) -> list[str]:
     if text.startswith("@") and not in_list:
         return _read_list(Path(text[1:]).expanduser())
     path = Path(text).expanduser()
-    if path.is_dir():
+    if os.path.isdir(path):
         files = sorted(p for p in path.iterdir()
                        if p.suffix.lower() in SCENE_SUFFIXES and p.is_file())
         if not files:
             raise InputError(f"{path}: no scene in this folder (files ending in "
                              f"{', '.join(SCENE_SUFFIXES)})")
         return [str(p.absolute()) for p in files]
-    if path.suffix.lower() == ".txt" and path.is_file() and not in_list:
+    if path.suffix.lower() == ".txt" and os.path.isfile(path) and not in_list:
         return _read_list(path)
-    if not path.exists() and _GLOB_CHARS & set(text):
+    if not os.path.exists(path) and _GLOB_CHARS & set(text):
         matches = sorted(Path(p) for p in glob.glob(str(path)) if os.path.isfile(p))
         if not matches:
             raise InputError(f"{text}: no file matches this pattern")

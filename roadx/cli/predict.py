@@ -193,7 +193,7 @@ def predict(
         force=force,
     )
     if (len(scenes) > 1 or any(is_scene_collection(s) for s in scenes)
-            or output.endswith(("/", os.sep)) or Path(output).is_dir()):
+            or output.endswith(("/", os.sep)) or os.path.isdir(output)):
         batch = _predict_many(
             scenes, output, options, fmt=fmt or "gpkg", show=not json_output and quiet == 0
         )
