@@ -31,6 +31,7 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_readme_api_blocks_run(example_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     blocks = _api_blocks()

@@ -161,6 +161,7 @@ def _overlay(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_overlay_script_draws_lines_over_the_scene_and_refuses_bad_paths(scene_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -375,6 +375,7 @@ def test_a_layer_set_whose_output_appears_meanwhile_is_not_put_in_place(tmp_path
     assert (tmp_path / "roads_junctions.shp").read_bytes() == b"the other run's"
 
 
+@pytest.mark.slow
 def test_two_concurrent_predict_runs_with_the_same_outputs(scene, tmp_path):
     """Two roadx processes started together with the same -o and --prob (no --overwrite):
     exactly one succeeds; the other fails with one error line (found up front, or when it

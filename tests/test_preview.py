@@ -37,6 +37,7 @@ def _vertices_on_drawn_lines(png: Path, gpkg: Path, to_pixel) -> float:  # noqa:
     return hits / total
 
 
+@pytest.mark.slow
 def test_preview_of_a_geotiff_draws_the_roads_where_they_are(shared_data: Path, tmp_path: Path) -> None:
     scene = shared_data / "spacenet_apls" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
     png, gpkg = tmp_path / "look.png", tmp_path / "roads.gpkg"
@@ -68,6 +69,7 @@ def test_preview_of_a_geotiff_draws_the_roads_where_they_are(shared_data: Path, 
     assert np.abs(rgb[away] - np.moveaxis(bgr[::-1], 0, -1)[away]).mean() < 2.0
 
 
+@pytest.mark.slow
 def test_preview_of_a_plain_image_in_pixel_space(shared_data: Path, tmp_path: Path) -> None:
     scene = shared_data / "massachusetts_lorudarku" / "images" / "10378735_15_1_0.jpg"
     png, gpkg = tmp_path / "look.png", tmp_path / "roads.gpkg"

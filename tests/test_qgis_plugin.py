@@ -354,6 +354,7 @@ def qgis_run(tmp_path_factory, shared_data: Path) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_provider_lists_its_algorithms(qgis_run: dict) -> None:
     assert qgis_run["plugin_file"].startswith(qgis_run["plugins"])  # the installed copy
     assert qgis_run["provider"] == "roadx"
@@ -362,6 +363,7 @@ def test_provider_lists_its_algorithms(qgis_run: dict) -> None:
                                       ["roadx:vectorizeprobability", "Vectorize probability"]]
 
 
+@pytest.mark.slow
 def test_extract_roads_writes_lines_in_the_scene_crs(qgis_run: dict) -> None:
     extract = qgis_run["extract"]
     assert extract["valid"] and extract["features"] > 0 and extract["geometry"] == 1  # lines
@@ -374,6 +376,7 @@ def test_extract_roads_writes_lines_in_the_scene_crs(qgis_run: dict) -> None:
     assert 'exists; check "Overwrite existing outputs"' in qgis_run["exists_error"]
 
 
+@pytest.mark.slow
 def test_cancel_stops_roadx_and_leaves_no_output(qgis_run: dict) -> None:
     cancel = qgis_run["cancel"]
     assert cancel["canceled"] and cancel["pid"] and not cancel["alive"]
@@ -385,6 +388,7 @@ def test_cancel_stops_roadx_and_leaves_no_output(qgis_run: dict) -> None:
     assert not any(name.endswith(".partial") for name in cancel["files"])
 
 
+@pytest.mark.slow
 def test_vectorize_loads_styled_layers(qgis_run: dict) -> None:
     vec = qgis_run["vectorize"]
     assert vec["outputs"]["OUTPUT"].endswith("vectorized.shp")
@@ -394,6 +398,7 @@ def test_vectorize_loads_styled_layers(qgis_run: dict) -> None:
     assert loaded["roads"]["features"] > 0 and loaded["roads"]["crs"] == "EPSG:32616"
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_reference_numbers(qgis_run: dict) -> None:
     out = qgis_run["evaluate"]["outputs"]
     assert out["APLS"] == pytest.approx(0.812, abs=0.001)  # README: reference numbers
