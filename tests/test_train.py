@@ -12,21 +12,14 @@ import roadx.cli
 from roadx.errors import CheckpointError, OutputExistsError
 from roadx.models import load_checkpoint
 from roadx.train import TrainConfig, TrainEvent, fit
+from tiny_data import LORUDARKU_CROPS as CROPS, link_real_crops
 
-CROPS = ("10078675_15_0_0", "10078675_15_0_1", "10228675_15_1_1")
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three real Massachusetts crops (two tiles) as an images/ + masks/ folder of symlinks."""
-    root = tmp_path_factory.mktemp("ds")
-    src = shared_data / "massachusetts_lorudarku"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir()
-    for stem in CROPS:
-        (root / "images" / f"{stem}.jpg").symlink_to(src / "images" / f"{stem}.jpg")
-        (root / "masks" / f"{stem}.png").symlink_to(src / "masks" / f"{stem}.png")
-    return root
+    return link_real_crops(shared_data, tmp_path_factory.mktemp("ds"))
 
 
 def _config(data: Path, out: Path, **kw: object) -> TrainConfig:

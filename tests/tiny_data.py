@@ -1,4 +1,5 @@
-"""A tiny generated training set shared by the hostile-input and interrupt tests."""
+"""Tiny training sets: a generated one (hostile-input and interrupt tests) and three real
+Massachusetts crops (training tests)."""
 
 from pathlib import Path
 
@@ -20,4 +21,18 @@ def make_dataset(root: Path) -> Path:
         image[mask > 0] = 200
         Image.fromarray(image).save(root / "images" / f"t{i}_0_0.png")
         Image.fromarray(mask).save(root / "masks" / f"t{i}_0_0.png")
+    return root
+
+
+LORUDARKU_CROPS = ("10078675_15_0_0", "10078675_15_0_1", "10228675_15_1_1")
+
+
+def link_real_crops(shared_data: Path, root: Path) -> Path:
+    """Three real Massachusetts crops (two tiles) as an images/ + masks/ folder of symlinks."""
+    src = shared_data / "massachusetts_lorudarku"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for stem in LORUDARKU_CROPS:
+        (root / "images" / f"{stem}.jpg").symlink_to(src / "images" / f"{stem}.jpg")
+        (root / "masks" / f"{stem}.png").symlink_to(src / "masks" / f"{stem}.png")
     return root
