@@ -275,10 +275,14 @@ def partial_path(path: Path) -> Path:
     temporary file: each finishes or fails on its own, and the last :func:`os.replace` wins.
     """
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent)
-    os.close(fd)
-    mask = os.umask(0)  # read the umask: mkstemp leaves 0600, outputs get the usual mode
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
+    try:
+        os.close(fd)
+        mask = os.umask(0)  # read the umask: mkstemp leaves 0600, outputs get the usual mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+    except BaseException:  # Ctrl-C/SIGTERM included: the caller never saw the name
+        discard(Path(tmp))
+        raise
     return Path(tmp)
 
 

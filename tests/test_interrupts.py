@@ -83,6 +83,9 @@ elif phase == "read":        # reading a window of the scene (reader thread)
 elif phase == "forward":     # the model's forward passes
     import roadx.predict.engine as engine
     wrap(engine, "_run_batch")
+elif phase == "open":        # opening the probability raster (its temporary file exists)
+    import roadx.io.probability as probability
+    wrap(probability, "gdal_env", after=True)
 elif phase == "write":       # between the roads and the junctions layer
     import roadx.io.vector as vector
     wrap(vector, "_write")
@@ -266,7 +269,7 @@ def predict_args(scene: dict[str, Path], out_dir: Path) -> list[str]:
             "--overlap", "64", "--batch-size", "1", "--tta", "none", "--threads", "1", "-q"]
 
 
-@pytest.mark.parametrize("phase", [pytest.param("read", marks=pytest.mark.slow), "forward",
+@pytest.mark.parametrize("phase", [pytest.param("read", marks=pytest.mark.slow), "forward", "open",
                                    pytest.param("write", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_predict_interrupted_leaves_no_output_and_the_next_run_cleans_up(scene, driver, tmp_path,

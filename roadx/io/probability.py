@@ -114,13 +114,20 @@ class ProbabilityWriter:
             blockxsize=BLOCK_PX, blockysize=BLOCK_PX, compress="deflate", predictor=2,
             BIGTIFF="IF_SAFER",
         )
-        with gdal_env(str(self._partial)), warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._dst: Any = rasterio.open(self._partial, "w", **profile)
-        self._dst.scales = (1.0 / PROB_SCALE,)
-        self._dst.offsets = (0.0,)
-        self._dst.update_tags(**{TAG: TAG_TEXT}, **(tags or {}))
-        self._dst.set_band_description(1, "road probability (0-1)")
+        self._dst: Any = None
+        try:  # also on Ctrl-C/SIGTERM here: the caller has no writer to abort yet
+            with gdal_env(str(self._partial)), warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._dst = rasterio.open(self._partial, "w", **profile)
+            self._dst.scales = (1.0 / PROB_SCALE,)
+            self._dst.offsets = (0.0,)
+            self._dst.update_tags(**{TAG: TAG_TEXT}, **(tags or {}))
+            self._dst.set_band_description(1, "road probability (0-1)")
+        except BaseException:
+            if self._dst is not None:
+                self._dst.close()
+            discard(self._partial)
+            raise
         self._finished = False
         self._committed = False
 
