@@ -3,8 +3,8 @@ stale temporary files; two runs writing the same outputs at once.
 
 Each run is a real ``roadx`` process that sends the signal to itself at a chosen moment (a
 small driver wraps one roadx function: data loading, an optimiser step, validation, the
-state save, the metrics table; reading, the forward pass, writing), so the phase is hit
-exactly, without timing guesses. Afterwards:
+state save, the metrics table; reading, the forward pass, opening the probability raster,
+writing), so the phase is hit exactly, without timing guesses. Afterwards:
 
 - SIGTERM: exit code 130, a message that says truthfully whether a state was saved, no
   temporary files;
@@ -269,9 +269,12 @@ def predict_args(scene: dict[str, Path], out_dir: Path) -> list[str]:
             "--overlap", "64", "--batch-size", "1", "--tta", "none", "--threads", "1", "-q"]
 
 
-@pytest.mark.parametrize("phase", [pytest.param("read", marks=pytest.mark.slow), "forward", "open",
-                                   pytest.param("write", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(("phase", "sig"), [
+    ("forward", "SIGTERM"), ("forward", "SIGKILL"), ("open", "SIGTERM"),
+    *(pytest.param(phase, sig, marks=pytest.mark.slow)
+      for phase, sig in [("read", "SIGTERM"), ("read", "SIGKILL"), ("open", "SIGKILL"),
+                         ("write", "SIGTERM"), ("write", "SIGKILL")]),
+])
 def test_predict_interrupted_leaves_no_output_and_the_next_run_cleans_up(scene, driver, tmp_path,
                                                                         capfd, phase, sig):
     """SIGTERM: exit 130, nothing in the output folder. SIGKILL: temporary files may remain
