@@ -566,7 +566,7 @@ def _run(
     with torch_threads(options.threads), open_scene(
         scene_path,
         bands=options.bands,
-        band_order=card.bands,
+        band_order=card.band_names,
         target_gsd_m=card.gsd_m if options.resample else None,
         gsd_m=options.gsd_m,
     ) as scene:
@@ -619,7 +619,7 @@ def _run(
                 network, output, overwrite=options.overwrite, metadata=provenance
             )
             if options.preview_path is not None:
-                written.append(_write_preview(options.preview_path, scene, card.bands, network,
+                written.append(_write_preview(options.preview_path, scene, card.band_names, network,
                                               overwrite=options.overwrite))
             if writer is not None:
                 writer.commit()

@@ -309,8 +309,8 @@ def test_converted_weights_reproduce_reference_probabilities(reference, tmp_path
     save_reference(reference, src, old_torch=old_torch)
     dst = convert_dlinknet_checkpoint(src, tmp_path / "dlinknet34_deepglobe.safetensors")
     model, card = load_checkpoint(dst)
-    assert card.name == "dlinknet34" and card.bands == ("B", "G", "R") and card.gsd_m == 0.5
-    assert card.output == "logits" and card.input_offset == -1.6
+    assert card.name == "dlinknet34" and card.band_names == ("B", "G", "R") and card.gsd_m == 0.5
+    assert card.output == "logits" and card.input_offsets == (-1.6,) * 3
     assert card.training["converted_from"] == "log01_dink34.th"
     torch.manual_seed(11)
     x = torch.randn(1, 3, 64, 64)
@@ -424,9 +424,9 @@ def test_int8_checkpoint_is_compact_and_predicts_like_its_float16_source(
     assert all(v.dtype != torch.int8 for v in m8.state_dict().values())
 
     image = shared_data / "massachusetts_lorudarku" / "images" / "10078675_15_0_0.jpg"
-    with open_scene(image, gsd_m=1.0, band_order=card8.bands) as scene:
+    with open_scene(image, gsd_m=1.0, band_order=card8.band_names) as scene:
         pixels, _ = scene.read_window(Window(0, 0, 128, 128))
-    x = torch.from_numpy(pixels.astype(np.float32)) * card8.input_scale + card8.input_offset
+    x = torch.from_numpy(pixels.astype(np.float32)) * card8.input_scales[0] + card8.input_offsets[0]
     with torch.inference_mode():
         l16, l8 = (m(x[None]) for m in (m16, m8))
     spread = float(l16.std())

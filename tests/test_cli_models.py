@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from roadx.cli import app, main
 from roadx.models import (
     create_model,
+    list_models,
     get_card,
     load_checkpoint,
     read_checkpoint_metadata,
@@ -49,12 +50,19 @@ def test_models_json_lists_cards_and_parameter_counts() -> None:
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["name"] for r in rows] == ["d3fnet34", "dlinknet34"]
+    assert [r["name"] for r in rows] == list_models()
     by_name = {r["name"]: r for r in rows}
     assert by_name["d3fnet34"]["parameters"] == 39_501_313
     assert by_name["dlinknet34"]["parameters"] == 31_096_129
+    assert by_name["ddrnet23s"]["parameters"] == 5_732_002
+    assert by_name["ddrnet23s"]["parameters_deploy"] == 5_694_817
+    assert by_name["ddrnet23s"]["aux_loss_weights"] == [0.4]
+    assert by_name["ddrnet23s"]["input_multiple_px"] == 64
+    assert by_name["ddrnet23s"]["gflops_1024"] == pytest.approx(36.24, abs=0.01)
     assert by_name["d3fnet34"]["gsd_m"] == 1.0 and by_name["dlinknet34"]["gsd_m"] == 0.5
-    assert by_name["d3fnet34"]["bands"] == ["B", "G", "R"] and rows[0]["output"] == "logits"
+    assert by_name["d3fnet34"]["band_names"] == ["B", "G", "R"] and rows[0]["output"] == "logits"
+    assert by_name["ddrnet23s"]["bands"][0]["role"] == "rgb"
+    assert by_name["d3fnet34"]["forward_ms_1024"] is None  # only with --time
     assert result.stderr == ""
 
 
@@ -63,7 +71,9 @@ def test_models_table_goes_to_stderr() -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "39,501,313" in result.stderr and "31,096,129" in result.stderr
+    assert "5,694,817" in result.stderr  # ddrnet23s without its training-only head
     assert "x/255*3.2-1.6" in result.stderr and "2508.15537" in result.stderr
+    assert "2101.06085" in result.stderr and "1809.02983" in result.stderr
 
 
 def test_convert_weights_writes_a_loadable_checkpoint(reference_th, tmp_path) -> None:

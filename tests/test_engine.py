@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from roadx.errors import DeviceError, InputError
-from roadx.models import ModelCard, create_model
+from roadx.models import ModelCard, create_model, uniform_bands
 from roadx.predict import PredictOptions, ReadFn, predict_scene, resolve_device, tta_views
 from roadx.tiling import TileGrid, Window
 
@@ -70,7 +70,8 @@ def random_scene(height: int, width: int, seed: int) -> tuple[np.ndarray, np.nda
 
 def expected_prob(image: np.ndarray, valid: np.ndarray, card: ModelCard) -> np.ndarray:
     """sigmoid(f(whole scene)) with the engine's float32 input scaling; NaN where invalid."""
-    x = image.astype(np.float32) * np.float32(card.input_scale) + np.float32(card.input_offset)
+    scale, offset = np.float32(card.input_scales[0]), np.float32(card.input_offsets[0])
+    x = image.astype(np.float32) * scale + offset
     with torch.inference_mode():
         p = torch.sigmoid(PixelModel()(torch.from_numpy(x)[None]))[0, 0].numpy()
     return np.where(valid, p, np.float32(np.nan))
@@ -166,7 +167,7 @@ def test_identity_model_big_scene_skips_empty_windows(
 
 
 def test_inputs_are_scaled_and_nodata_set_to_black_probabilities_card() -> None:
-    card = ModelCard(name="d3fnet34", input_scale=0.5, input_offset=-3.0, output="probabilities")
+    card = ModelCard(name="d3fnet34", bands=uniform_bands("BGR", 0.5, -3.0), output="probabilities")
     image = np.full((3, 64, 64), 10, np.uint8)
     valid = np.ones((64, 64), bool)
     valid[:8] = False

@@ -412,7 +412,7 @@ def test_predict_huge_window_count_needs_force(work, monkeypatch, capsys):
      ({"gsd_m": 1e-12}, ("larger than GDAL can address",)),
      ({"gsd_m": float("inf")}, ("gsd_m=inf", "finite")),
      ({"gsd_m": float("nan")}, ("gsd_m=nan",)),
-     ({"input_scale": float("inf")}, ("input_scale=inf",)),
+     ({"bands": [{"name": "B", "scale": float("inf")}]}, ("band 'B' has scale=inf",)),
      ({"tile_px": 1000.5}, ("tile_px=1000.5",))],
     ids=["gsd-1e-6", "gsd-1e-12", "gsd-inf", "gsd-nan", "scale-inf", "tile-float"],
 )

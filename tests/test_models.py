@@ -27,15 +27,15 @@ EXPECTED_PARAMS = {"d3fnet34": 39_501_313, "dlinknet34": 31_096_129}
 @pytest.fixture(scope="module")
 def models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    return {name: create_model(name).eval() for name in list_models()}
+    return {name: create_model(name).eval() for name in EXPECTED_PARAMS}
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_lists_both_architectures() -> None:
-    assert list_models() == ["d3fnet34", "dlinknet34"]
+def test_registry_lists_the_linknets() -> None:
+    assert {"d3fnet34", "dlinknet34"} <= set(list_models())  # the zoo: test_model_zoo.py
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
@@ -268,8 +268,10 @@ def test_default_cards() -> None:
     for name in list_models():
         card = get_card(name)
         assert card.name == name
-        assert card.bands == ("B", "G", "R")
-        assert card.input_scale == pytest.approx(3.2 / 255) and card.input_offset == -1.6
+        if name.startswith(("d3fnet", "dlinknet")):
+            assert card.band_names == ("B", "G", "R")
+            assert card.input_scales == pytest.approx((3.2 / 255,) * 3)
+            assert card.input_offsets == (-1.6,) * 3
         assert card.tile_px == 1024 and card.output == "logits"
         assert "MIT" in card.license
     assert get_card("dlinknet34").gsd_m == 0.5

@@ -17,7 +17,7 @@ import rasterio
 import torch
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from roadx.models import ModelCard
+from roadx.models import ModelCard, uniform_bands
 from roadx.pipeline import ExtractOptions, extract, vectorize_raster
 from roadx.predict import PredictOptions
 
@@ -32,7 +32,7 @@ class MaskOracle(torch.nn.Module):
 
 
 ORACLE_CARD = ModelCard(
-    name="d3fnet34", gsd_m=1.0, tile_px=256, input_scale=1 / 255, input_offset=0.0
+    name="d3fnet34", gsd_m=1.0, tile_px=256, bands=uniform_bands("BGR", 1 / 255, 0.0)
 )
 
 

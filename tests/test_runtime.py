@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from roadx.errors import DeviceError, InputError
-from roadx.models import ModelCard
+from roadx.models import ModelCard, uniform_bands
 from roadx.predict import PredictOptions, predict_scene
 from roadx.runtime import choose_precision, cpu_bf16_features
 from roadx.tiling import TileGrid
@@ -116,7 +116,7 @@ class RecordsPrecision(torch.nn.Module):
         return x[:, :1] * 0.0
 
 
-CARD = ModelCard(name="d3fnet34", tile_px=64, input_scale=1 / 255, input_offset=0.0)
+CARD = ModelCard(name="d3fnet34", tile_px=64, bands=uniform_bands("BGR", 1 / 255, 0.0))
 
 
 def _run(model: torch.nn.Module, options: PredictOptions) -> np.ndarray:

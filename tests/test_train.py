@@ -44,7 +44,7 @@ def test_two_step_cpu_run_writes_a_loadable_checkpoint(tiny_dataset: Path, tmp_p
     # 3 crops of 2 tiles: one whole tile (with all its crops) is held out
     assert result.epochs_done == 1 and result.train_tiles + result.val_tiles == 3
     model, card = load_checkpoint(result.best_path)
-    assert card.name == "d3fnet34" and card.gsd_m == 1.0 and card.bands == ("B", "G", "R")
+    assert card.name == "d3fnet34" and card.gsd_m == 1.0 and card.band_names == ("B", "G", "R")
     assert card.training["epochs"] == 1 and len(card.training["val_tiles"]) == 1
     assert card.training["val_tiles"][0] in {"10078675_15", "10228675_15"}
     assert {"val_iou", "val_f1", "val_precision", "val_recall"} <= set(card.training["val_metrics"])
@@ -93,8 +93,53 @@ def test_init_fine_tunes_from_weights_of_the_same_architecture(tiny_dataset: Pat
     # with a vanishing learning rate the fine-tuned conv weights stay those of --init
     conv = next(k for k in a if k.endswith("weight") and a[k].ndim == 4)
     torch.testing.assert_close(a[conv], b[conv], rtol=1e-4, atol=1e-6)
-    with pytest.raises(CheckpointError, match="d3fnet34"):
-        fit(_config(tiny_dataset, tmp_path / "c", model="dlinknet34", init=first.best_path))
+    with pytest.raises(CheckpointError, match=r"\(d3fnet34\) shares no tensor"):
+        fit(_config(tiny_dataset, tmp_path / "c", model="ddrnet23s", init=first.best_path,
+                    model_kwargs={"planes": 8, "spp_planes": 16, "head_planes": 16}))
+
+
+def test_init_from_another_architecture_loads_the_matching_encoder(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """d3fnet34 weights initialise danet34's ResNet-34 encoder and LinkNet head by name and
+    shape; the run says how many tensors it loaded."""
+    first = fit(_config(tiny_dataset, tmp_path / "a", val_fraction=0.0, lr=1e-9, warmup_steps=1))
+    events: list[TrainEvent] = []
+    tuned = fit(_config(tiny_dataset, tmp_path / "b", val_fraction=0.0, model="danet34",
+                        init=first.best_path, lr=1e-9), on_event=events.append)
+    (init,) = [e.metrics for e in events if e.kind == "init"]
+    a, b = _tensors(first.best_path), _tensors(tuned.best_path)
+    shared = sorted(k for k in a.keys() & b.keys() if a[k].shape == b[k].shape)
+    assert init["loaded"] == len(shared) and init["source"] == "d3fnet34"
+    assert set(init["modules"]) == {"encoder", "head"}
+    assert init["modules"]["encoder"] == sum(k.startswith("encoder.") for k in b)
+    assert init["total"] == len(b)
+    conv = "encoder.layer1.0.conv1.weight"
+    torch.testing.assert_close(a[conv], b[conv], rtol=1e-4, atol=1e-6)
+    _, card = load_checkpoint(tuned.best_path)
+    assert card.name == "danet34" and "auxiliary outputs x0.4, x0.4" in card.training["loss"]
+
+
+def test_auxiliary_heads_are_trained_with_their_registry_weights(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """ddrnet23s's auxiliary head (seghead_extra) only gets gradients through the auxiliary
+    loss term: it changes during training, so the loop weighs the training outputs. (Batch 2:
+    DAPPM's batch norms after global pooling need more than one value per channel.)"""
+    torch.manual_seed(3)
+    from roadx.models import create_model
+
+    kwargs = {"planes": 8, "spp_planes": 16, "head_planes": 16}
+    before = create_model("ddrnet23s", **kwargs).state_dict()  # the run's seed-3 init
+    result = fit(_config(tiny_dataset, tmp_path / "run", model="ddrnet23s", val_fraction=0.5,
+                         model_kwargs=kwargs, batch_size=2, crop_px=128, val_crop_px=128,
+                         lr=1e-2))
+    after = _tensors(result.last_path)
+    key = "seghead_extra.conv1.weight"
+    assert not torch.allclose(before[key], after[key].float(), atol=1e-3)
+    _, card = load_checkpoint(result.best_path)
+    assert card.input_multiple_px == 64 and card.band_names == ("R", "G", "B")
+    assert "auxiliary outputs x0.4" in card.training["loss"]
 
 
 def test_cli_reports_a_dataset_without_usable_samples(

@@ -62,8 +62,8 @@ def convert_weights(
     size_mb = path.stat().st_size / 1e6
     card = ModelCard.from_dict(json.loads(read_checkpoint_metadata(path)["roadx.card"]))
     err_console.print(
-        f"wrote [bold]{path}[/bold]: {card.name}, bands {','.join(card.bands)}, "
-        f"{card.gsd_m:g} m/px, input x/255*{card.input_scale * 255:.4g}{card.input_offset:+g}, "
+        f"wrote [bold]{path}[/bold]: {card.name}, bands {','.join(card.band_names)}, "
+        f"{card.gsd_m:g} m/px, input {card.describe_scaling()}, "
         f"output {card.output}, {size_mb:.1f} MB",
         highlight=False,
     )

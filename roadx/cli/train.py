@@ -226,10 +226,15 @@ def train(
         ),
     ] = None,
     model: Annotated[
-        str | None, _opt("--model", "-m", h=f"Architecture (default: {_D.model}).", p=_OPT)
+        str | None,
+        _opt("--model", "-m", h=f"Architecture, see `roadx models` (default: {_D.model}).",
+             p=_OPT),
     ] = None,
     init: Annotated[
-        Path | None, _opt("--init", h="Fine-tune from these weights (.safetensors).", p=_OPT)
+        Path | None,
+        _opt("--init", h="Fine-tune from these weights (.safetensors); weights of another "
+             "architecture initialise the tensors that match by name and shape (e.g. the "
+             "d3fnet34 encoder for danet34).", p=_OPT),
     ] = None,
     resume: Annotated[
         Path | None, _opt("--resume", h="Continue the interrupted run in this folder.", p=_RUN)
@@ -336,6 +341,13 @@ def train(
             err_console.print(
                 f"tiles: {m['train_tiles']} train, {m['val_tiles']} validation, "
                 f"{m['skipped']} skipped"
+            )
+        elif event.kind == "init":
+            m = event.metrics
+            per = ", ".join(f"{k} {n}" for k, n in m["modules"].items())
+            err_console.print(
+                f"--init {m['path']} ({m['source']}): loaded {m['loaded']} of {m['total']} "
+                f"tensors by name and shape ({per}); the rest start random"
             )
         elif event.kind == "epoch_start":
             stack.close()

@@ -1,4 +1,4 @@
-"""Layers shared by D-LinkNet34 and D3FNet: ResNet-34 encoder, LinkNet decoder, head.
+"""Layers shared by D-LinkNet34, D3FNet and DANet34: ResNet-34 encoder, LinkNet decoder, head.
 
 Written from the architecture description in ``shared/specs/d3fnet.md`` §2 (D-LinkNet34,
 Zhou et al., CVPR-W 2018, reference code ``zlckanata/DeepGlobe-Road-Extraction-Challenge``
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadx.errors import InputError
+from roadx.models.base import check_input
 
 __all__ = [
     "ENCODER_CHANNELS",
@@ -34,31 +35,6 @@ ENCODER_CHANNELS = (64, 128, 256, 512)
 PAPER_WIDTH = 64
 #: Total downsampling of the encoder; input sizes must be multiples of it.
 OUTPUT_STRIDE = 32
-
-
-def check_input(x: torch.Tensor, model_name: str) -> None:
-    """Check that ``x`` is a ``(B, 3, H, W)`` batch with H and W divisible by 32.
-
-    Args:
-        x: Network input, ``(B, 3, H, W)`` float.
-        model_name: Used in the error message.
-
-    Raises:
-        InputError: Wrong rank or channel count, or H/W not divisible by 32 (the message gives
-            the padded size to use).
-    """
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(
-            f"{model_name} expects a (B, 3, H, W) batch, got shape {tuple(x.shape)}."
-        )
-    h_px, w_px = int(x.shape[2]), int(x.shape[3])
-    if h_px % OUTPUT_STRIDE or w_px % OUTPUT_STRIDE:
-        pad_h = -(-h_px // OUTPUT_STRIDE) * OUTPUT_STRIDE
-        pad_w = -(-w_px // OUTPUT_STRIDE) * OUTPUT_STRIDE
-        raise InputError(
-            f"{model_name} got an input of {h_px}x{w_px} px; height and width must be divisible "
-            f"by {OUTPUT_STRIDE}. Pad the input to {pad_h}x{pad_w} px."
-        )
 
 
 def encoder_channels(width: int = PAPER_WIDTH) -> tuple[int, int, int, int]:
@@ -137,12 +113,13 @@ class ResNet34Encoder(nn.Module):
 
     Args:
         width: Stem channels; stages have ``width × (1, 2, 4, 8)`` (64: ResNet-34).
+        in_chans: Input channels of the stem (3: RGB/BGR).
     """
 
-    def __init__(self, width: int = PAPER_WIDTH) -> None:
+    def __init__(self, width: int = PAPER_WIDTH, in_chans: int = 3) -> None:
         super().__init__()
         c1, c2, c3, c4 = encoder_channels(width)
-        self.conv1 = nn.Conv2d(3, c1, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, c1, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(c1)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = self._make_layer(c1, c1, 3, stride=1)

@@ -54,6 +54,7 @@ __all__ = [
     "dequantize_int8",
     "describe_mismatch",
     "load_checkpoint",
+    "load_matching_tensors",
     "quantize_int8",
     "read_checkpoint_metadata",
     "restore_checkpoint",
@@ -460,6 +461,61 @@ def load_checkpoint(
     model.load_state_dict(state, strict=True, assign=True)
     logger.debug("loaded checkpoint %s (%s, version %s)", path, name, meta.get(KEY_VERSION))
     return model.to(device).eval(), card
+
+
+def load_matching_tensors(
+    model: nn.Module, path: str | os.PathLike[str]
+) -> tuple[list[str], ModelCard]:
+    """Copy into ``model`` (in place) every tensor of a roadx checkpoint whose name and shape
+    match one of the model's: initialise one architecture from another's weights, e.g. the
+    ResNet-34 encoder (and LinkNet head) of ``d3fnet34`` into ``danet34``.
+
+    Args:
+        model: The model to initialise (any roadx architecture).
+        path: A roadx ``.safetensors`` checkpoint of any architecture and storage.
+
+    Returns:
+        ``(names, card)``: the state-dict names that were loaded, sorted, and the source card.
+
+    Raises:
+        InputError: The file does not exist.
+        CheckpointError: Not a roadx checkpoint, corrupt, NaN/infinite values among the
+            matching tensors, or no tensor matching by name and shape.
+    """
+    path = Path(path)
+    meta = read_checkpoint_metadata(path)
+    if KEY_CARD not in meta:
+        raise CheckpointError(f"{path} has no roadx card; expected a roadx checkpoint.")
+    try:
+        card = ModelCard.from_dict(json.loads(meta[KEY_CARD]))
+    except (json.JSONDecodeError, InputError) as err:
+        raise CheckpointError(f"{path} has invalid roadx metadata: {err}") from None
+    try:
+        tensors = load_file(path, device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path} has corrupt tensor data: {err}") from None
+    state = _restore(tensors, path)
+    _repair_overflowed_batch_norm(state, path)
+    target = _unwrap(model).state_dict()
+    matching = {
+        k: v for k, v in state.items()
+        if k in target and tuple(v.shape) == tuple(target[k].shape)
+        and v.is_floating_point() == target[k].is_floating_point()
+    }
+    if not matching:
+        raise CheckpointError(
+            f"{path} ({card.name}) shares no tensor (by name and shape) with "
+            f"{type(_unwrap(model)).__name__}; expected weights of a compatible encoder."
+        )
+    _check_dtypes({k: target[k] for k in matching}, matching, path)
+    broken = [k for k, v in matching.items()
+              if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{path} holds NaN or infinite weights in {', '.join(broken[:3])}.")
+    _unwrap(model).load_state_dict(matching, strict=False)
+    logger.info("initialised %d of %d tensors from %s (%s)", len(matching), len(target), path,
+                card.name)
+    return sorted(matching), card
 
 
 def restore_checkpoint(

@@ -24,16 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadx.errors import InputError
+from roadx.models.base import RoadModel
 from roadx.models.blocks import (
     PAPER_WIDTH,
     LinkNetDecoder,
     LinkNetHead,
     ResNet34Encoder,
-    check_input,
     encoder_channels,
     validate_dilations,
 )
-from roadx.models.card import ModelCard
+from roadx.models.card import DLINKNET_SCALE, ModelCard, uniform_bands
 
 __all__ = [
     "D3FNET34_CARD",
@@ -56,9 +56,7 @@ ATTENTION_LAYER_IDS = (4, 8, 12, 16)
 
 D3FNET34_CARD = ModelCard(
     name="d3fnet34",
-    bands=("B", "G", "R"),
-    input_scale=3.2 / 255,
-    input_offset=-1.6,
+    bands=uniform_bands("BGR", *DLINKNET_SCALE),
     gsd_m=1.0,
     tile_px=1024,
     output="logits",
@@ -300,7 +298,7 @@ class DDFM(nn.Module):
         return self.fuse(torch.cat([stream_a, stream_b], dim=1))  # (B, 128 -> 64, H/2, W/2)
 
 
-class D3FNet(nn.Module):
+class D3FNet(RoadModel):
     """D3FNet: ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` road logits; H, W divisible by 32.
 
     ResNet-34 encoder -> DADE -> DDFM -> D-LinkNet head. 39,501,313 parameters.
@@ -324,7 +322,7 @@ class D3FNet(nn.Module):
         attention: AttentionImpl = "sdpa",
         width: int = PAPER_WIDTH,
     ) -> None:
-        super().__init__()
+        super().__init__(name="d3fnet34")
         self.dilations = validate_dilations(dilations)
         channels = encoder_channels(width)
         self.encoder = ResNet34Encoder(width)
@@ -332,23 +330,12 @@ class D3FNet(nn.Module):
         self.decoder = DDFM(width)
         self.head = LinkNetHead(width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict road logits.
-
-        Args:
-            x: ``(B, 3, H, W)`` float32, channels and scaling per the model card.
-
-        Returns:
-            ``(B, 1, H, W)`` logits (apply a sigmoid for probabilities).
-
-        Raises:
-            InputError: If H or W is not divisible by 32, or the input is not ``(B, 3, H, W)``.
-        """
-        check_input(x, "d3fnet34")
+    def outputs(self, x: torch.Tensor, *, aux: bool) -> tuple[torch.Tensor]:
+        """``(B, 3, H, W)`` -> ``((B, 1, H, W) logits,)``; no auxiliary outputs."""
         feats = self.encoder(x)  # e1..e4
         s, a = self.center(feats[3])  # (B, 512, H/32, W/32) each
         fused = self.decoder(s, a, feats)  # (B, 64, H/2, W/2)
-        return self.head(fused)  # (B, 1, H, W)
+        return (self.head(fused),)  # (B, 1, H, W)
 
 
 def d3fnet34(

@@ -16,24 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from roadx.models.base import RoadModel
 from roadx.models.blocks import (
     PAPER_WIDTH,
     LinkNetDecoder,
     LinkNetHead,
     ResNet34Encoder,
-    check_input,
     encoder_channels,
     validate_dilations,
 )
-from roadx.models.card import ModelCard
+from roadx.models.card import DLINKNET_SCALE, ModelCard, uniform_bands
 
 __all__ = ["DLINKNET34_CARD", "DLinkNet", "Dblock", "dlinknet34"]
 
 DLINKNET34_CARD = ModelCard(
     name="dlinknet34",
-    bands=("B", "G", "R"),
-    input_scale=3.2 / 255,
-    input_offset=-1.6,
+    bands=uniform_bands("BGR", *DLINKNET_SCALE),
     gsd_m=0.5,
     tile_px=1024,
     output="logits",
@@ -76,7 +74,7 @@ class Dblock(nn.Module):
         return x + r1 + r2 + r3 + r4
 
 
-class DLinkNet(nn.Module):
+class DLinkNet(RoadModel):
     """D-LinkNet34: ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` road logits.
 
     H and W must be divisible by 32. 31,096,129 parameters.
@@ -93,30 +91,19 @@ class DLinkNet(nn.Module):
     def __init__(
         self, dilations: Sequence[int] = (1, 2, 4, 8), *, width: int = PAPER_WIDTH
     ) -> None:
-        super().__init__()
+        super().__init__(name="dlinknet34")
         self.dilations = tuple(int(d) for d in dilations)
         self.encoder = ResNet34Encoder(width)
         self.center = Dblock(encoder_channels(width)[3], self.dilations)
         self.decoder = LinkNetDecoder(width)
         self.head = LinkNetHead(width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict road logits.
-
-        Args:
-            x: ``(B, 3, H, W)`` float32, channels and scaling per the model card.
-
-        Returns:
-            ``(B, 1, H, W)`` logits (apply a sigmoid for probabilities).
-
-        Raises:
-            InputError: If H or W is not divisible by 32, or the input is not ``(B, 3, H, W)``.
-        """
-        check_input(x, "dlinknet34")
+    def outputs(self, x: torch.Tensor, *, aux: bool) -> tuple[torch.Tensor]:
+        """``(B, 3, H, W)`` -> ``((B, 1, H, W) logits,)``; no auxiliary outputs."""
         feats = self.encoder(x)  # e1..e4
         center = self.center(feats[3])  # (B, 512, H/32, W/32)
         d1 = self.decoder(center, feats)  # (B, 64, H/2, W/2)
-        return self.head(d1)  # (B, 1, H, W)
+        return (self.head(d1),)  # (B, 1, H, W)
 
 
 def dlinknet34(

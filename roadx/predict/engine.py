@@ -163,7 +163,7 @@ class _BatchReader:
 
 class _Forward:
     """The model side of a batch: :meth:`scale` turns uint8 windows on the device into the
-    network input (``x * card.input_scale + card.input_offset``); calling maps that input
+    network input (``x * band.scale + band.offset`` per card band); calling maps that input
     (all TTA views) to float32 probabilities, in the chosen precision and memory format.
     ``torch.compile`` failures fall back to the eager model with a warning.
     """
@@ -186,7 +186,15 @@ class _Forward:
     def scale(self, images: torch.Tensor) -> torch.Tensor:
         """``(n, C, H, W)`` uint8 -> float32 network input, per the card."""
         x = images.to(torch.float32)
-        return x.mul_(self.card.input_scale).add_(self.card.input_offset)
+        if x.shape[1] != self.card.in_chans:
+            raise InputError(
+                f"model {self.card.name!r} expects {self.card.in_chans} bands "
+                f"({','.join(self.card.band_names)}); the scene reader gave {x.shape[1]}."
+            )
+        view = (1, -1, 1, 1)
+        scale = torch.tensor(self.card.input_scales, dtype=torch.float32, device=x.device)
+        offset = torch.tensor(self.card.input_offsets, dtype=torch.float32, device=x.device)
+        return x.mul_(scale.view(view)).add_(offset.view(view))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, C, H, W)`` float32 network input -> ``(n, 1, H, W)`` float32 probabilities."""
@@ -239,12 +247,13 @@ def predict_scene(
     Windows are read through ``read(tile.read)``; a window without any valid pixel is not
     run (it counts as done for progress and its pixels come out NaN). Invalid input pixels
     are set to 0 (black), as crops are padded in training (d3fnet.md §5.2: constant border
-    0), and the uint8 windows are scaled on the device as ``x = image * card.input_scale +
-    card.input_offset`` (float32). The model runs under ``torch.inference_mode`` in the
-    precision :func:`roadx.runtime.choose_precision` picks for ``options.precision``
-    (float32, or bf16/fp16 autocast), channels-last by default; the sigmoid of its
-    float32 logits (skipped if ``card.output == "probabilities"``) is averaged over the TTA
-    views and stitched. The model is moved to the device and put in eval mode.
+    0), and the uint8 windows are scaled on the device per channel as ``x = image *
+    band.scale + band.offset`` for each of ``card.bands`` (float32). The model runs under
+    ``torch.inference_mode`` in the precision :func:`roadx.runtime.choose_precision` picks
+    for ``options.precision`` (float32, or bf16/fp16 autocast), channels-last by default;
+    the sigmoid of its float32 logits (skipped if ``card.output == "probabilities"``) is
+    averaged over the TTA views and stitched. The model is moved to the device and put in
+    eval mode.
 
     Memory is independent of the scene height: see the module docstring.
 

@@ -160,8 +160,8 @@ def to_tensors(
     valid: np.ndarray,
     *,
     channels: Sequence[int],
-    scale: float,
-    offset: float,
+    scale: float | Sequence[float],
+    offset: float | Sequence[float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Convert one crop to network tensors.
 
@@ -170,14 +170,20 @@ def to_tensors(
         road: (H, W) bool.
         valid: (H, W) bool.
         channels: RGB indexes in network order (BGR → (2, 1, 0)).
-        scale: ``ModelCard.input_scale``.
-        offset: ``ModelCard.input_offset``.
+        scale: one multiplier, or one per network channel (``ModelCard.input_scales``).
+        offset: one offset, or one per network channel (``ModelCard.input_offsets``).
 
     Returns:
         x (3, H, W) float32, road (1, H, W) float32, valid (1, H, W) float32.
     """
     x = torch.from_numpy(np.ascontiguousarray(image[..., list(channels)].transpose(2, 0, 1)))
-    x = x.float() * scale + offset
+    if isinstance(scale, int | float) and isinstance(offset, int | float):
+        x = x.float() * scale + offset
+    else:
+        n = x.shape[0]
+        scales = torch.as_tensor(scale, dtype=torch.float32).expand(n).view(n, 1, 1)
+        offsets = torch.as_tensor(offset, dtype=torch.float32).expand(n).view(n, 1, 1)
+        x = x.float() * scales + offsets
     y = torch.from_numpy(road.astype(np.float32))[None]
     v = torch.from_numpy(valid.astype(np.float32))[None]
     return x, y, v
@@ -243,8 +249,8 @@ class PatchDataset(torch.utils.data.Dataset):
         length: int,
         crop_px: int,
         channels: Sequence[int],
-        scale: float,
-        offset: float,
+        scale: float | Sequence[float],
+        offset: float | Sequence[float],
         seed: int = 0,
         min_valid_fraction: float = 0.5,
         road_crop_ratio: float = 0.8,

@@ -30,11 +30,14 @@ from roadx.models import (
     ModelCard,
     create_model,
     get_card,
+    get_entry,
     load_checkpoint,
+    load_matching_tensors,
     read_checkpoint_metadata,
     save_checkpoint,
+    training_outputs,
 )
-from roadx.models.checkpoint import KEY_MODEL_KWARGS
+from roadx.models.checkpoint import KEY_MODEL, KEY_MODEL_KWARGS
 from roadx.runtime.device import resolve_device
 from roadx.runtime.precision import choose_precision
 from roadx.train.augment import AugmentParams
@@ -64,7 +67,7 @@ from roadx.train.synthetic import SyntheticTiles
 
 logger = logging.getLogger(__name__)
 
-EventKind = Literal["load", "loaded", "epoch_start", "step", "epoch_end", "interrupted"]
+EventKind = Literal["load", "loaded", "init", "epoch_start", "step", "epoch_end", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,9 @@ class TrainEvent:
         loss: running mean training loss of the epoch.
         samples_per_s: training throughput of the epoch so far.
         lr: current learning rate.
-        metrics: the epoch row (on ``epoch_end``) or counts (on ``loaded``).
+        metrics: the epoch row (on ``epoch_end``), counts (on ``loaded``), or on ``init``
+            (weights of another architecture): ``path``, ``source`` (its architecture),
+            ``loaded``/``total`` tensors and ``modules`` (tensors loaded per top-level module).
     """
 
     kind: EventKind
@@ -137,15 +142,44 @@ def band_channels(card: ModelCard) -> tuple[int, ...]:
         InputError: the card wants a band training cannot provide (only R, G, B).
     """
     index = {"R": 0, "G": 1, "B": 2}
-    if any(b.upper() not in index for b in card.bands):
-        raise InputError(f"model card bands {card.bands} cannot be made from RGB training data.")
-    return tuple(index[b.upper()] for b in card.bands)
+    names = card.band_names
+    if any(b.upper() not in index for b in names):
+        raise InputError(f"model card bands {names} cannot be made from RGB training data.")
+    return tuple(index[b.upper()] for b in names)
 
 
-def _base_model(config: TrainConfig) -> tuple[torch.nn.Module, ModelCard, dict[str, Any]]:
+def _base_model(
+    config: TrainConfig, emit: Callable[[TrainEvent], None]
+) -> tuple[torch.nn.Module, ModelCard, dict[str, Any]]:
+    """The model to train, its base card and builder arguments.
+
+    ``init`` of the same architecture: the checkpoint's model, card and arguments (fine-tune).
+    ``init`` of another architecture (e.g. ``d3fnet34`` weights for ``danet34``): a new
+    ``config.model`` whose tensors matching the checkpoint's by name and shape (the shared
+    ResNet-34 encoder, ...) are loaded; an ``init`` event says how many, per module.
+    """
     if config.init is None:
         kwargs = dict(config.model_kwargs)
         return create_model(config.model, **kwargs), get_card(config.model), kwargs
+    source = read_checkpoint_metadata(config.init).get(KEY_MODEL)
+    if source is not None and source != config.model:
+        kwargs = dict(config.model_kwargs)
+        model = create_model(config.model, **kwargs)
+        names, source_card = load_matching_tensors(model, config.init)
+        card = get_card(config.model)
+        if source_card.bands != card.bands:
+            logger.warning(
+                "%s (%s) was trained on %s; %s is fed %s", config.init, source_card.name,
+                source_card.describe_scaling(), card.name, card.describe_scaling(),
+            )
+        modules: dict[str, int] = {}
+        for name in names:
+            modules[name.split(".")[0]] = modules.get(name.split(".")[0], 0) + 1
+        emit(TrainEvent("init", metrics={
+            "path": str(config.init), "source": source_card.name, "loaded": len(names),
+            "total": len(model.state_dict()), "modules": modules,
+        }))
+        return model.train(), card, kwargs
     model, card = load_checkpoint(config.init)
     if card.name != config.model:
         raise CheckpointError(
@@ -178,7 +212,7 @@ def evaluate_windows(
                 image, label = crop(tiles[k], row, col, size_px)
                 x, y, v = to_tensors(
                     image, (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0,
-                    channels=channels, scale=card.input_scale, offset=card.input_offset,
+                    channels=channels, scale=card.input_scales, offset=card.input_offsets,
                 )
                 xs.append(x), ys.append(y), vs.append(v)
             x, y, v = (torch.stack(t).to(device) for t in (xs, ys, vs))
@@ -284,7 +318,8 @@ def fit(
         return precision.autocast(device)
 
     # 1. data and model
-    model, base_card, model_kwargs = _base_model(config)
+    model, base_card, model_kwargs = _base_model(config, emit)
+    loss_weights = get_entry(config.model).loss_weights
     card = dataclasses.replace(base_card, gsd_m=float(config.gsd_m or base_card.gsd_m))
     try:
         if tiles is None:
@@ -295,7 +330,7 @@ def fit(
         raise _stopped_before_training(run_dir, saved) from None
     dataset = PatchDataset(
         train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
-        channels=band_channels(card), scale=card.input_scale, offset=card.input_offset,
+        channels=band_channels(card), scale=card.input_scales, offset=card.input_offsets,
         seed=config.seed, min_valid_fraction=config.min_valid_fraction,
         road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
         augment_params=AugmentParams(
@@ -381,8 +416,17 @@ def fit(
                     x, y, v = (t.to(device, non_blocking=True) for t in (x, y, v))
                     x = x.contiguous(memory_format=torch.channels_last)
                     with autocast():
-                        logits = model(x)
-                    loss = train_loss(logits, y, v)
+                        outputs = training_outputs(model, x)  # (main, *aux)
+                    if len(outputs) != len(loss_weights):
+                        raise InputError(
+                            f"{config.model} returned {len(outputs)} training outputs; its "
+                            f"registry entry weights {len(loss_weights)} ({loss_weights})."
+                        )
+                    loss = sum(  # the registry's weights: main 1.0, auxiliary heads e.g. 0.4
+                        (w * train_loss(o, y, v) for w, o in zip(loss_weights, outputs,
+                                                                 strict=True)),
+                        start=torch.zeros((), device=device),
+                    )
                     optimizer.zero_grad(set_to_none=True)
                     finite = bool(torch.isfinite(loss.detach()))
                     if scaler is not None:  # skips steps with inf/NaN gradients itself

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from roadx import __version__
-from roadx.models import ModelCard
+from roadx.models import ModelCard, get_entry, list_models
 from roadx.train.config import TrainConfig
 from roadx.train.data import Tile
 
@@ -71,8 +71,8 @@ def build_card(
         "architecture": base.name,
         "init": str(config.init) if config.init else None,
         "gsd_m": gsd_m,
-        "bands": list(base.bands),
-        "scaling": f"x * {base.input_scale:.6g} + {base.input_offset:g}",
+        "bands": list(base.band_names),
+        "scaling": base.describe_scaling(),
         "sources": describe_sources(train_tiles, val_tiles),
         "train_tiles": len({(t.sample.source, t.sample.tile_id) for t in train_tiles}),
         "val_tiles": sorted({t.sample.tile_id for t in val_tiles}),
@@ -89,7 +89,8 @@ def build_card(
         + (
             f", OSM-tolerant (offsets within {config.label_tolerance_m:g} m, unlabelled "
             f"confident roads x{config.unlabelled_weight:g})" if config.loss == "osm" else ""
-        ),
+        )
+        + _aux_note(base.name),
         "augmentation": "d3fnet.md §5.2 (HSV, shift/scale, flips, rot90)"
         + (f" + sensor p={config.sensor_aug:g}" if config.sensor_aug else "")
         + (
@@ -113,6 +114,14 @@ def build_card(
         description=_describe(base.description, config, gsd_m),
         training=training,
     )
+
+
+def _aux_note(name: str) -> str:
+    """``"; auxiliary outputs x0.4, x0.4 (same loss)"`` for models with auxiliary heads."""
+    if name not in list_models() or not get_entry(name).aux_weights:
+        return ""
+    weights = ", ".join(f"x{w:g}" for w in get_entry(name).aux_weights)
+    return f"; auxiliary outputs {weights} (same loss, main x1)"
 
 
 def _describe(base_description: str, config: TrainConfig, gsd_m: float) -> str:
