@@ -300,6 +300,12 @@ def predict_case(predictor: Any, case: Case, out_dir: Path, tta: str, *,
 def score_case(case: Case, roads: Path, prob: Path) -> dict[str, Any]:
     """Score one prediction as ``roadx eval`` does (see :func:`eval_args`).
 
+    ``roadx eval`` refuses ground truth without any road (it has no network to compare);
+    such a case (one held-out Massachusetts crop of forest and marsh) is scored for pixels
+    only, with the same reader, valid area and threshold, so that its false positives count
+    in the source's pixel scores as in ``compare_weights.py``; its CCQ and APLS are None and
+    :func:`aggregate` leaves it out of them.
+
     Args:
         case: the scene and its truth.
         roads: predicted road lines (GPKG).
@@ -307,15 +313,22 @@ def score_case(case: Case, roads: Path, prob: Path) -> dict[str, Any]:
 
     Returns:
         ``{"pixel": {tp, fp, fn, tn, iou, f1, precision, recall}, "ccq": CcqResult dict
-        (3 m), "apls": float, "pred_km", "truth_km"}``.
+        (3 m) or None, "apls": float or None, "pred_km", "truth_km"}``.
 
     Raises:
-        Every error of :func:`roadx.evaluation.evaluate`.
+        Every error of :func:`roadx.evaluation.evaluate` but the empty-truth one.
     """
     from roadx.evaluation import evaluate
+    from roadx.io import reference as ref
 
     common = {"params": eval_params(), "image": case.scene, "ignore": case.ignore,
               "gsd_m": case.gsd_m}
+    truth = ref.read_raster_layer(case.pixel_truth, gsd_m=case.gsd_m) \
+        if ref.input_kind(case.pixel_truth) == "raster" else None
+    if truth is not None and not (truth.values >= 0.5).any():
+        return {"pixel": _pixel_without_roads(case, prob, truth.grid), "ccq": None,
+                "apls": None, "pred_km": None, "truth_km": 0.0,
+                "note": "no road in the truth: pixel scores only (roadx eval refuses it)"}
     pixel = evaluate(prob, case.pixel_truth, **common).pixel
     network = evaluate(roads, case.truth, **common).network
     assert pixel is not None and network is not None
@@ -324,13 +337,30 @@ def score_case(case: Case, roads: Path, prob: Path) -> dict[str, Any]:
             "pred_km": ccq["pred_length_m"] / 1000, "truth_km": ccq["gt_length_m"] / 1000}
 
 
+def _pixel_without_roads(case: Case, prob: Path, grid: Any) -> dict[str, Any]:
+    """Pixel confusion of a prediction against a truth without road (every predicted road
+    pixel is a false positive), on the pixels ``roadx eval`` would count."""
+    from roadx.io import reference as ref
+    from roadx.metrics.pixel import pixel_report
+
+    pred = ref.read_raster_layer(prob, like=grid, gsd_m=case.gsd_m).values
+    valid = np.isfinite(pred)
+    if case.ignore is not None:
+        polys = ref.read_polygons(case.ignore, gsd_m=case.gsd_m)
+        valid &= ~ref.rasterize_mask(list(polys.geometry), grid)
+    report = pixel_report(pred, np.zeros(pred.shape, bool), valid=valid,
+                          threshold=eval_params().threshold)
+    return report.confusion.to_dict()
+
+
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Source-level scores of per-case rows (:func:`score_case` results).
 
     Pixel: confusion counts summed (dataset-level IoU / F1 / precision / recall). CCQ:
     lengths summed (completeness = Σ GT matched / Σ GT, correctness = Σ prediction matched /
     Σ prediction, quality = Σ prediction matched / (Σ prediction + Σ GT unmatched)). APLS: the
-    mean over cases. One row gives back its own numbers.
+    mean over cases. Rows without network scores (truth without road) count for pixels only
+    (``n_network`` says how many did). One row gives back its own numbers.
     """
     from roadx.metrics import Confusion
 
@@ -338,19 +368,20 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for r in rows:
         p = r["pixel"]
         conf = conf + Confusion(tp=p["tp"], fp=p["fp"], fn=p["fn"], tn=p["tn"])
-    gt = sum(r["ccq"]["gt_length_m"] for r in rows)
-    gt_hit = sum(r["ccq"]["gt_matched_m"] for r in rows)
-    pred = sum(r["ccq"]["pred_length_m"] for r in rows)
-    pred_hit = sum(r["ccq"]["pred_matched_m"] for r in rows)
+    net = [r for r in rows if r["ccq"] is not None]
+    gt = sum(r["ccq"]["gt_length_m"] for r in net)
+    gt_hit = sum(r["ccq"]["gt_matched_m"] for r in net)
+    pred = sum(r["ccq"]["pred_length_m"] for r in net)
+    pred_hit = sum(r["ccq"]["pred_matched_m"] for r in net)
     comp = gt_hit / gt if gt > 0 else 0.0
     corr = pred_hit / pred if pred > 0 else 0.0
     denom = pred + (gt - gt_hit)
     return {
-        "n": len(rows), "pixel": conf.to_dict(),
+        "n": len(rows), "n_network": len(net), "pixel": conf.to_dict(),
         "ccq": {"completeness": comp, "correctness": corr,
                 "quality": pred_hit / denom if denom > 0 else 0.0,
                 "gt_length_m": gt, "pred_length_m": pred},
-        "apls": float(np.mean([r["apls"] for r in rows])) if rows else 0.0,
+        "apls": float(np.mean([r["apls"] for r in net])) if net else 0.0,
     }
 
 
@@ -402,7 +433,7 @@ def evaluate_weights(weights: Path, cases: list[Case], tta: str, work: Path, *,
         rows.append(row)
         if log is not None:
             print(json.dumps({"weights": label, "source": case.source, "name": case.name,
-                              "iou": round(row["pixel"]["iou"], 4), "apls": round(row["apls"], 4),
+                              "iou": round(row["pixel"]["iou"], 4), "apls": row["apls"],
                               "predict_s": row["predict_s"], "score_s": row["score_s"]}),
                   file=log, flush=True)
     sources: dict[str, Any] = {}

@@ -101,9 +101,11 @@ def test_aggregate_sums_counts_and_lengths_and_averages_apls(suite) -> None:
                         "pred_matched_m": pred_hit},
                 "apls": apls}
 
+    no_road = {"pixel": {"tp": 0, "fp": 5, "fn": 0, "tn": 100}, "ccq": None, "apls": None}
     agg = suite.aggregate([row(10, 0, 10, 100.0, 50.0, 60.0, 60.0, 0.2),
-                           row(30, 10, 0, 300.0, 300.0, 400.0, 200.0, 0.6)])
-    assert agg["pixel"]["iou"] == pytest.approx(40 / 60)  # summed, not the mean of 0.5 and 0.75
+                           row(30, 10, 0, 300.0, 300.0, 400.0, 200.0, 0.6), no_road])
+    assert (agg["n"], agg["n_network"]) == (3, 2)
+    assert agg["pixel"]["iou"] == pytest.approx(40 / 65)  # summed, with the road-free image's FPs
     assert agg["ccq"]["completeness"] == pytest.approx(350 / 400)
     assert agg["ccq"]["correctness"] == pytest.approx(260 / 460)
     assert agg["ccq"]["quality"] == pytest.approx(260 / (460 + 50))
