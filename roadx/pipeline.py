@@ -572,7 +572,15 @@ def _run(
     ) as scene:
         if output is not None:
             _check_geojson_possible(scene_path, scene, output)
-        tile_px = options.tile_px or _default_tile_px(card.tile_px, scene.height, scene.width)
+        tile_px = options.tile_px or _default_tile_px(
+            card.tile_px, scene.height, scene.width, multiple=card.input_multiple_px
+        )
+        if tile_px % card.input_multiple_px:
+            up = -(-tile_px // card.input_multiple_px) * card.input_multiple_px
+            raise InputError(
+                f"window size {tile_px} px (--tile) is not a multiple of "
+                f"{card.input_multiple_px} px, which {card.name} needs; use {up}."
+            )
         overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
         grid = TileGrid(scene.height, scene.width, tile_px=tile_px, overlap_px=overlap_px)
         _check_budget(scene_path, grid, options, device)
@@ -778,14 +786,15 @@ def _consume(
                 future.cancel()
 
 
-def _default_tile_px(card_tile_px: int, height: int, width: int) -> int:
-    """The card's window, shrunk to the scene (a multiple of 32) when one window covers it.
+def _default_tile_px(card_tile_px: int, height: int, width: int, *, multiple: int = 32) -> int:
+    """The card's window, shrunk to the scene (a multiple of the card's ``multiple``: 32 for
+    the LinkNets, 64 for DDRNet) when one window covers it.
 
-    A 400 × 400 px scene then runs one 416² window instead of a mostly padded 1024² one
-    (6× less compute); larger scenes use the card's window.
+    A 400 × 400 px scene then runs one 416² window (448² for DDRNet) instead of a mostly
+    padded 1024² one (6× less compute); larger scenes use the card's window.
     """
-    fit = -(-max(height, width) // 32) * 32
-    return min(card_tile_px, max(fit, 64))
+    fit = -(-max(height, width) // multiple) * multiple
+    return min(card_tile_px, max(fit, 64, multiple))
 
 
 def _network_summary(network: GraphNetwork) -> dict[str, Any]:

@@ -53,6 +53,21 @@ def test_deploy_parameter_count_leaves_out_auxiliary_heads(name: str, deploy: in
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_recorded_gflops_equal_a_fresh_count(name: str) -> None:
+    """``ModelEntry.gflops_1024`` (shown by ``roadx models``) is what the model costs now:
+    counted on the meta device (shapes only) for one 1024² window."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        x = torch.zeros(1, get_entry(name).card.in_chans, 1024, 1024)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    assert counter.get_total_flops() / 1e9 == pytest.approx(get_entry(name).gflops_1024,
+                                                            abs=0.01)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_card_agrees_with_model(name: str) -> None:
     entry = get_entry(name)
     model = small(name)
@@ -279,3 +294,50 @@ def test_danet_with_zero_projection_is_a_linknet_without_centre() -> None:
         feats = model.encoder(x)
         expected = model.head(model.decoder(feats[3], feats))
         torch.testing.assert_close(model(x), expected)
+
+
+# --- roadx predict --model ------------------------------------------------------------------
+
+
+def test_roadx_predict_model_ddrnet23s(tmp_path, monkeypatch, capsys) -> None:
+    """``roadx predict --model ddrnet23s`` finds ddrnet23s weights, feeds them RGB with
+    ImageNet scaling and windows that are multiples of 64 (a 300 x 400 px scene runs one
+    448² window), and refuses a --tile that is not a multiple of 64 before any forward pass."""
+    import sys
+
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from roadx.cli import main
+    from roadx.models import get_card, save_checkpoint
+
+    torch.manual_seed(0)
+    kwargs = dict(get_entry("ddrnet23s").test_kwargs)
+    save_checkpoint(tmp_path / "ddrnet23s.safetensors", create_model("ddrnet23s", **kwargs),
+                    card=get_card("ddrnet23s"), model_kwargs=kwargs)
+    monkeypatch.setenv("ROADX_WEIGHTS_DIR", str(tmp_path))
+    scene = tmp_path / "scene.tif"
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 300, 400), dtype=np.uint8)
+    with rasterio.open(scene, "w", driver="GTiff", width=400, height=300, count=3,
+                       dtype="uint8", crs="EPSG:32611", transform=from_origin(5e5, 4e6, 1, 1),
+                       photometric="RGB") as dst:
+        dst.write(pixels)
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["roadx", "predict", str(scene), "--model",
+                                          "ddrnet23s", "--tta", "none", "--device", "cpu",
+                                          *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        code = exc.value.code
+        return (0 if code is None else code if isinstance(code, int) else 1,
+                capsys.readouterr().err)
+
+    code, err = run("-o", str(tmp_path / "roads.gpkg"), "--prob", str(tmp_path / "p.tif"))
+    assert code == 0, err
+    assert "ddrnet23s" in err and "448 px" in err
+    with rasterio.open(tmp_path / "p.tif") as prob:
+        assert prob.shape == (300, 400)
+    code, err = run("-o", str(tmp_path / "r2.gpkg"), "--tile", "96")
+    flat = " ".join(err.split())
+    assert code == 1 and "--tile" in flat and "multiple of 64" in flat and "use 128" in flat
