@@ -42,9 +42,11 @@ DATA = Path(os.environ.get("ROADX_DATA", REPO.parent / "shared" / "data"))
 def real_window(card) -> np.ndarray:  # noqa: ANN001
     """A 1024² network input from a held-out Massachusetts tile, ``(1, 3, 1024, 1024)``."""
     image = DATA / "massachusetts_cskanani" / "images" / "2.jpg"
-    with open_scene(image, gsd_m=1.0, band_order=card.bands) as scene:
+    with open_scene(image, gsd_m=1.0, band_order=card.band_names) as scene:
         pixels, _ = scene.read_window(Window(0, 0, 1024, 1024))
-    return (pixels.astype(np.float32) * card.input_scale + card.input_offset)[None]
+    scale = np.array(card.input_scales, np.float32)[:, None, None]
+    offset = np.array(card.input_offsets, np.float32)[:, None, None]
+    return (pixels.astype(np.float32) * scale + offset)[None]
 
 
 def timed(fn, x: np.ndarray, repeat: int) -> float:  # noqa: ANN001

@@ -170,8 +170,9 @@ def run_one(scene: Path, weights: str, args: argparse.Namespace, out_dir: Path) 
     if stand_in_model:
         card = roadx.models.get_card("d3fnet34")
         if weights == "ceiling":
-            card = dataclasses.replace(card, gsd_m=args.gsd, input_scale=1 / 255,
-                                       input_offset=0.0)
+            card = dataclasses.replace(card, gsd_m=args.gsd,
+                                       bands=roadx.models.uniform_bands(card.band_names, 1 / 255,
+                                                                        0.0))
         stand_in = NoRoads if weights == "no-roads" else PixelsAreProbabilities
 
         def original_load(path: Path, *, device: str = "cpu"):  # type: ignore[no-untyped-def]

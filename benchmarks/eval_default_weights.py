@@ -35,7 +35,7 @@ def predict_image(
 ) -> np.ndarray:
     """(H, W) float32 probability of a whole image at 1 m (1024 px windows, 256 px overlap),
     NaN = nodata."""
-    with open_scene(path, gsd_m=1.0, band_order=card.bands) as scene:
+    with open_scene(path, gsd_m=1.0, band_order=card.band_names) as scene:
         grid = TileGrid(scene.height, scene.width, tile_px=1024, overlap_px=256)
         prob = np.full((scene.height, scene.width), np.nan, np.float32)
         for window, band in predict_scene(scene.read_window, grid, model, card, options):

@@ -33,7 +33,7 @@ def batch(pack: Path | None, size: int, n: int, card) -> tuple[torch.Tensor, tor
         img = np.stack([t.image[:size, :size] for t in tiles])
         lab = np.stack([t.label[:size, :size] & 1 for t in tiles])
         x = torch.from_numpy(img[..., ::-1].copy()).permute(0, 3, 1, 2).float()
-        return x * card.input_scale + card.input_offset, torch.from_numpy(lab[:, None]).float()
+        return x * card.input_scales[0] + card.input_offsets[0], torch.from_numpy(lab[:, None]).float()
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, 3, size, size, generator=g), (torch.rand(n, 1, size, size, generator=g) > 0.9).float()
 

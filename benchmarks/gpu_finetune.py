@@ -147,8 +147,8 @@ def probe_rate(config, tiles, seconds: float) -> float:  # noqa: ANN001
     params = AugmentParams(p_sensor=config.sensor_aug, p_domain=config.domain_aug,
                            scale_jitter=config.scale_jitter)
     dataset = PatchDataset(tiles, length=10**6, crop_px=config.crop_px,
-                           channels=band_channels(card), scale=card.input_scale,
-                           offset=card.input_offset, seed=99, augment_params=params,
+                           channels=band_channels(card), scale=card.input_scales,
+                           offset=card.input_offsets, seed=99, augment_params=params,
                            min_source_share=config.min_source_share)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size,
                                          num_workers=config.workers, pin_memory=True)
