@@ -49,7 +49,7 @@ def test_preview_of_a_geotiff_draws_the_roads_where_they_are(shared_data: Path, 
 
     _, card = load_checkpoint(default_weights_path())
     # the processing grid: the scene warped to the model's 1 m GSD, as roadx predict reads it
-    with open_scene(scene, band_order=card.bands, target_gsd_m=card.gsd_m) as grid:
+    with open_scene(scene, band_order=card.band_names, target_gsd_m=card.gsd_m) as grid:
         transform, width, height = grid.transform, grid.width, grid.height
         bgr, _ = grid.read_window(Window(0, 0, height, width))
     image = Image.open(png)
