@@ -15,6 +15,11 @@ flight, whose temporary files the next run removes (:func:`roadx.fs.remove_stale
 Running the same batch again skips every scene whose entry is ``ok`` or ``skipped`` with the
 same settings hash and whose outputs still exist with the recorded sizes and mtimes; the
 others run again. ``overwrite`` redoes all scenes.
+
+``backend="ray"`` runs the scenes on a Ray cluster (:mod:`roadx.ray_backend`), several at
+once, with outputs identical to the local backend's (so the settings hash, and resuming,
+do not depend on the backend). ``merge`` also writes all scenes' roads as one network
+(:func:`merge_outputs`).
 """
 
 import dataclasses
@@ -28,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roadx.errors import InputError, OutputError, OutputExistsError, RoadxError, describe_os_error
 from roadx.fs import check_writable_folder, discard, partial_path
@@ -43,11 +48,15 @@ from roadx.pipeline import (
     with_settings,
 )
 
+if TYPE_CHECKING:
+    from roadx.ray_backend import RayOptions
+
 log = logging.getLogger(__name__)
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 """Files a folder given as input contributes (compared case-insensitively)."""
 FORMATS = ("gpkg", "shp", "geojson")
+BACKENDS = ("local", "ray")
 INDEX_NAME = "index.json"
 INDEX_KIND = "roadx-batch-index"
 INDEX_VERSION = 1
@@ -84,6 +93,7 @@ class SceneRecord:
             same settings, outputs unchanged), ``"pending"`` (not run yet) or ``"running"``.
         roads: road lines found (None unless finished).
         km: their total length in km.
+        area_km2: the scene's area in km².
         seconds: wall time of the scene's run, in seconds.
         outputs: the files written, with sizes and mtimes.
         error: the one-line error of a failed scene.
@@ -96,6 +106,7 @@ class SceneRecord:
     status: str = "pending"
     roads: int | None = None
     km: float | None = None
+    area_km2: float | None = None
     seconds: float | None = None
     outputs: list[OutputFile] = field(default_factory=list)
     error: str | None = None
@@ -116,6 +127,11 @@ class BatchResult:
         failed: scenes that failed (their errors are in ``scenes``).
         skipped: scenes finished by an earlier run and left as they were.
         seconds: wall time of the whole batch.
+        backend: ``"local"`` or ``"ray"``.
+        cluster: with Ray, the cluster's counters line (stripes, workers, nodes, km²/h,
+            worker restarts); None otherwise.
+        merged: the merged network file (``merge``), or None.
+        merge_error: why the merge failed (the scenes' outputs are complete), or None.
     """
 
     out_dir: str
@@ -126,6 +142,10 @@ class BatchResult:
     failed: int
     skipped: int
     seconds: float
+    backend: str = "local"
+    cluster: str | None = None
+    merged: str | None = None
+    merge_error: str | None = None
 
     @property
     def all_ok(self) -> bool:
@@ -290,6 +310,9 @@ def predict_many(
     predictor: Predictor | None = None,
     on_scene: OnScene | None = None,
     on_progress: Progress | None = None,
+    backend: str = "local",
+    ray: "RayOptions | None" = None,
+    merge: str | os.PathLike[str] | None = None,
     **settings: Any,
 ) -> BatchResult:
     """Extract the roads of many scenes with one loaded model; resumable.
@@ -318,8 +341,17 @@ def predict_many(
         preview_dir: folder for the preview PNGs (created if missing).
         predictor: a loaded :class:`roadx.pipeline.Predictor` to use (default: one is
             loaded, once, when a scene has to run).
-        on_scene: see :data:`OnScene`.
-        on_progress: ``(windows_done, windows_total, km2_done)`` of the scene running.
+        on_scene: see :data:`OnScene` (called in this thread, also with ``backend="ray"``).
+        on_progress: ``(windows_done, windows_total, km2_done)`` of the scene running; with
+            ``backend="ray"`` several scenes run at once, so it gets ``(scenes_done,
+            scenes_total, km2_done)`` of the whole batch instead.
+        backend: ``"local"`` (this process, one scene after the other) or ``"ray"`` (Ray
+            actors, :mod:`roadx.ray_backend`; the same outputs).
+        ray: cluster, workers and stripe settings of ``backend="ray"``
+            (:class:`roadx.ray_backend.RayOptions`; default: a local Ray instance).
+        merge: also write every finished scene's roads (also those skipped as done
+            earlier) into this one vector file, joining lines that meet at the borders of
+            adjacent scenes (:func:`merge_outputs`); rewritten at the end of each run.
         **settings: field overrides as in :func:`roadx.predict_roads` (``tta="none"``, ...).
 
     Returns:
@@ -334,8 +366,15 @@ def predict_many(
         roadx.errors.OutputExistsError: outputs exist that this batch did not write (pass
             ``overwrite``).
         roadx.errors.CheckpointError, roadx.errors.DeviceError: the model cannot be loaded.
+        roadx.ray_backend.RayBackendError: ``backend="ray"`` without Ray installed, or a
+            cluster that cannot be reached.
     """
     start = time.perf_counter()
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "ray" and predictor is not None:
+        raise InputError("backend='ray' loads the model on the Ray workers; do not pass a "
+                         "predictor")
     if options is None and predictor is not None:
         options = predictor.options
     options = with_settings(options or ExtractOptions(), settings)
@@ -352,6 +391,8 @@ def predict_many(
     previews = None if preview_dir is None else _folder_name(preview_dir, "--preview",
                                                               (".png",))
     plans = _plans(names, out, fmt, probs, previews)
+    merged = None if merge is None else _merge_target(
+        merge, plans, options.overwrite, _earlier_merge(out / INDEX_NAME))
     for folder in dict.fromkeys(f for f in (out, probs, previews) if f is not None):
         _make_folder(folder)
     weights_sha256 = (predictor.weights_sha256 if predictor is not None
@@ -363,8 +404,6 @@ def predict_many(
     earlier = {} if options.overwrite else _read_index(index_path)
     replace = _decide(plans, earlier, digest, out, overwrite=options.overwrite)
     to_run = [p for p in plans if p.record.status == "pending"]
-    if to_run and predictor is None:
-        predictor = Predictor(options)
     log.info("%d scene(s): %d to run, %d finished earlier", len(plans), len(to_run),
              len(plans) - len(to_run))
 
@@ -372,33 +411,176 @@ def predict_many(
     kept = [entry for scene, entry in earlier.items() if scene not in named]
 
     def save() -> None:
-        _write_index(index_path, digest, used, [p.record for p in plans], kept)
+        _write_index(index_path, digest, used, [p.record for p in plans], kept, merged)
 
     save()
-    for i, plan in enumerate(plans):
-        record = plan.record
-        if record.status == "skipped":
+    cluster = None
+    if backend == "ray" and to_run:
+        from roadx.ray_backend import RayBackend
+
+        with RayBackend(options, ray) as runner:
+            _run_concurrently(runner, plans, options, out, replace, digest, save,
+                              on_scene=on_scene, on_progress=on_progress,
+                              scenes_in_flight=runner.ray_options.scenes_in_flight)
+            cluster = runner.progress.line()
+    else:
+        if to_run and predictor is None:
+            predictor = Predictor(options)
+        for i, plan in enumerate(plans):
+            record = plan.record
+            if record.status == "skipped":
+                if on_scene is not None:
+                    on_scene(i, len(plans), record)
+                continue
+            assert predictor is not None
+            record.status = "running"
             if on_scene is not None:
                 on_scene(i, len(plans), record)
-            continue
-        assert predictor is not None
-        record.status = "running"
-        if on_scene is not None:
-            on_scene(i, len(plans), record)
-        _run_scene(predictor, plan, options, out,
-                   overwrite=options.overwrite or record.scene in replace, digest=digest,
-                   on_progress=on_progress)
-        save()
-        if on_scene is not None:
-            on_scene(i, len(plans), record)
+            _run_scene(predictor, plan, options, out,
+                       overwrite=options.overwrite or record.scene in replace, digest=digest,
+                       on_progress=on_progress)
+            save()
+            if on_scene is not None:
+                on_scene(i, len(plans), record)
     records = [p.record for p in plans]
+    merge_error = None
+    if merged is not None:
+        done = [p.vector for p in plans if p.record.status in ("ok", "skipped")]
+        try:
+            merge_outputs(done, merged, overwrite=True)
+        except RoadxError as err:  # the scenes are done; report the merge
+            merge_error, merged = _one_line(err), None
+            log.warning("merge failed: %s", merge_error)
     return BatchResult(
         out_dir=str(out), index=str(index_path), settings_hash=digest, scenes=records,
         ok=sum(r.status == "ok" for r in records),
         failed=sum(r.status == "failed" for r in records),
         skipped=sum(r.status == "skipped" for r in records),
         seconds=round(time.perf_counter() - start, 2),
+        backend=backend, cluster=cluster, merged=None if merged is None else str(merged),
+        merge_error=merge_error,
     )
+
+
+def _run_concurrently(runner: Any, plans: list[_Plan], options: ExtractOptions, out: Path,
+                      replace: set[str], digest: str, save: Callable[[], None], *,
+                      on_scene: OnScene | None, on_progress: Progress | None,
+                      scenes_in_flight: int) -> None:
+    """Run the pending scenes with ``runner.extract`` (the Ray backend), up to
+    ``scenes_in_flight`` at once in driver threads; index.json is saved and ``on_scene``
+    called in this thread as each scene finishes (in any order)."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    n = len(plans)
+    area = [0.0]  # km² of the scenes finished in this run
+    finished = [sum(p.record.status == "skipped" for p in plans)]
+    running: dict[Future[None], int] = {}
+    pool = ThreadPoolExecutor(max_workers=scenes_in_flight, thread_name_prefix="roadx-scene")
+
+    def start(i: int) -> None:
+        plan = plans[i]
+        plan.record.status = "running"
+        if on_scene is not None:
+            on_scene(i, n, plan.record)
+        running[pool.submit(_run_scene, runner, plan, options, out,
+                            overwrite=options.overwrite or plan.record.scene in replace,
+                            digest=digest, on_progress=None)] = i
+
+    try:
+        queue = []
+        for i, plan in enumerate(plans):
+            if plan.record.status == "skipped":
+                if on_scene is not None:
+                    on_scene(i, n, plan.record)
+            else:
+                queue.append(i)
+        queue.reverse()
+        while queue or running:
+            while queue and len(running) < scenes_in_flight:
+                start(queue.pop())
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = running.pop(future)
+                future.result()  # _run_scene records failures; raises only Ctrl-C & co.
+                save()
+                finished[0] += 1
+                area[0] += plans[i].record.area_km2 or 0.0
+                if on_progress is not None:
+                    on_progress(finished[0], n, area[0])
+                if on_scene is not None:
+                    on_scene(i, n, plans[i].record)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def merge_outputs(files: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str], *,
+                  overwrite: bool = False, join_m: float | None = None) -> Path:
+    """Merge the road files of several scenes into one network file.
+
+    Lines that meet at the common border of adjacent scenes (cut ends within ``join_m``)
+    become one line (:func:`roadx.vectorize.merge.merge_networks`); each line records its
+    scene(s) in the column ``scene`` (the file stem). The result is in the CRS of the first
+    file; files in other CRSs are reprojected into it.
+
+    Args:
+        files: road files written by roadx (``.gpkg``, ``.shp`` or ``.geojson``).
+        target: the merged file (``.gpkg``, ``.shp`` or ``.geojson``), written atomically.
+        overwrite: replace an existing ``target``.
+        join_m: join distance in metres (default
+            :data:`roadx.vectorize.merge.DEFAULT_JOIN_M`).
+
+    Returns:
+        The path written.
+
+    Raises:
+        roadx.errors.InputError: an unreadable file; files with and without CRS.
+        roadx.errors.OutputError, roadx.errors.OutputExistsError: as
+            :func:`roadx.io.write_roads`.
+    """
+    from roadx.io import read_roads, write_roads
+    from roadx.vectorize import RoadNetwork
+    from roadx.vectorize.merge import DEFAULT_JOIN_M, merge_networks
+
+    networks, names = [], []
+    for path in files:
+        edges, nodes = read_roads(path)
+        networks.append(RoadNetwork(edges=edges, nodes=nodes))
+        names.append(Path(path).stem)
+    merged = merge_networks(networks, join_m=DEFAULT_JOIN_M if join_m is None else join_m,
+                            names=names)
+    from roadx import __version__
+
+    metadata = {"roadx_version": __version__, "merged_from": json.dumps(names),
+                "created_utc": datetime.datetime.now(datetime.UTC).isoformat(
+                    timespec="seconds")}
+    write_roads(merged, target, overwrite=overwrite, metadata=metadata)
+    log.info("merged %d scene(s) into %s: %d roads", len(names), target, len(merged.edges))
+    return Path(target)
+
+
+def _merge_target(merge: str | os.PathLike[str], plans: list[_Plan], overwrite: bool,
+                  earlier_merge: Path | None) -> Path:
+    """The merged file's path, checked before any scene runs.
+
+    It may exist only with ``overwrite`` or when it is the merge of an earlier run of this
+    batch (it is rewritten at the end of every run).
+
+    Raises:
+        roadx.errors.OutputError: a bad extension, or the name of a scene output.
+    """
+    from roadx.fs import check_output_path
+
+    target = Path(merge).expanduser().absolute()
+    check_output_path(target, overwrite=True, suffixes=VECTOR_SUFFIXES)
+    if any(target == p.vector or target in p.files for p in plans):
+        raise OutputError(f"--merge {merge} is also the output of a scene; choose another "
+                          "name (e.g. roads_merged.gpkg)")
+    if target.exists() and not overwrite and target != earlier_merge:
+        raise OutputExistsError(f"{target} exists and was not merged by an earlier run of "
+                                "this batch; pass --overwrite to replace it")
+    return target
 
 
 def _folder_name(path: str | os.PathLike[str], what: str, file_suffixes: Sequence[str]) -> Path:
@@ -488,6 +670,15 @@ def _read_index(path: Path) -> dict[str, dict[str, Any]]:
         ) from None
 
 
+def _earlier_merge(path: Path) -> Path | None:
+    """The merged file an earlier run of the batch recorded in its index.json, if any."""
+    try:
+        merged = json.loads(path.read_text(encoding="utf-8")).get("merged")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(merged) if isinstance(merged, str) else None
+
+
 def _fingerprint(path: Path, out: Path) -> OutputFile:
     """Size and mtime of an output (its path relative to the output folder)."""
     stat = path.stat()
@@ -549,6 +740,7 @@ def _restore(record: SceneRecord, entry: dict[str, Any]) -> None:
     """Fill a skipped scene's record from its index entry."""
     record.status = "skipped"
     record.roads, record.km = entry.get("roads"), entry.get("km")
+    record.area_km2 = entry.get("area_km2")
     record.seconds = entry.get("seconds")
     record.outputs = [OutputFile(**o) for o in entry["outputs"]]
     record.settings_hash = entry.get("settings_hash")
@@ -564,6 +756,7 @@ def _run_scene(predictor: Predictor, plan: _Plan, options: ExtractOptions, out: 
                                         preview_path=plan.preview, overwrite=overwrite)
     start = time.perf_counter()
     record.outputs, record.roads, record.km, record.error = [], None, None, None
+    record.area_km2 = None
     try:
         result = predictor.extract(record.scene, plan.vector, options=scene_options,
                                    on_progress=on_progress)
@@ -576,6 +769,7 @@ def _run_scene(predictor: Predictor, plan: _Plan, options: ExtractOptions, out: 
         if result.probability:
             files.append(Path(result.probability))
         record.status, record.roads, record.km = "ok", result.roads, result.total_km
+        record.area_km2 = result.area_km2
         record.outputs = [_fingerprint(p, out) for p in files]
     record.seconds = round(time.perf_counter() - start, 2)
     record.settings_hash = digest
@@ -596,10 +790,12 @@ def _one_line(err: BaseException) -> str:
 
 
 def _write_index(path: Path, digest: str, settings: dict[str, Any],
-                 records: list[SceneRecord], kept: list[dict[str, Any]]) -> None:
+                 records: list[SceneRecord], kept: list[dict[str, Any]],
+                 merged: Path | None = None) -> None:
     """Write index.json atomically (temporary file beside it, then :func:`os.replace`).
 
-    ``kept``: entries of scenes an earlier run recorded that this run does not name.
+    ``kept``: entries of scenes an earlier run recorded that this run does not name;
+    ``merged``: the merged network file of this batch (``--merge``), if any.
     """
     from roadx import __version__
 
@@ -610,6 +806,7 @@ def _write_index(path: Path, digest: str, settings: dict[str, Any],
         "updated_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings_hash": digest,
         "settings": settings,
+        "merged": None if merged is None else str(merged),
         "summary": {status: sum(r.status == status for r in records)
                     for status in ("ok", "failed", "skipped", "pending")},
         "scenes": [dataclasses.asdict(r) for r in records] + kept,

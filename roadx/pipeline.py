@@ -189,6 +189,15 @@ class _RasterGrid(Protocol):
 Progress = Callable[[int, int, float], None]
 """``on_progress(done, total, km2_done)``: units done, total units, and scene area done (km²)."""
 
+BandSource = Callable[[Any, "TileGrid", Callable[[int], None]],
+                      Iterable[tuple["Window", "np.ndarray"]]]
+"""Where a run's probability bands come from: ``source(scene, grid, advance)`` gets the
+open :class:`roadx.io.Scene` and its window grid, yields the finished full-width bands
+``(Window(row0, 0, h, width), prob (h, width) float32)`` of the whole scene in row order,
+exactly as :func:`roadx.predict.predict_scene` does, and calls ``advance(n)`` after ``n``
+more windows are done. The default runs the model in this process; the Ray backend
+(:mod:`roadx.ray_backend`) gathers the bands from stripes run on Ray actors."""
+
 
 def resolve_weights(options: ExtractOptions) -> Path:
     """The checkpoint a run with ``options`` loads: ``options.weights``, or the default
@@ -490,6 +499,7 @@ def extract(
     options: ExtractOptions | None = None,
     on_progress: Progress | None = None,
     predictor: "Predictor | None" = None,
+    source: BandSource | None = None,
 ) -> ExtractResult:
     """Extract a road network from a scene and write it as vector layers.
 
@@ -508,6 +518,11 @@ def extract(
         predictor: a :class:`Predictor` whose loaded model to use instead of loading the
             weights again (many scenes, one load); ``options`` then defaults to the
             predictor's, and must name the same weights, model, device and precision.
+        source: where the probability bands come from (:data:`BandSource`; default: the
+            predictor's model in this process). With a source, ``predictor`` needs only
+            ``options``, ``weights``, ``weights_sha256``, ``device``, ``precision``,
+            ``card`` and ``check_options`` (the Ray backend passes a description of the
+            model its actors hold).
 
     Returns:
         An :class:`ExtractResult` with counts, lengths (km), timing and output paths.
@@ -527,7 +542,7 @@ def extract(
     if options is None and predictor is not None:
         options = predictor.options
     return _run(scene_path, Path(output), options or ExtractOptions(), on_progress,
-                predictor)[1]
+                predictor, source)[1]
 
 
 def _run(
@@ -536,9 +551,11 @@ def _run(
     options: ExtractOptions,
     on_progress: Progress | None,
     predictor: "Predictor | None" = None,
+    source: BandSource | None = None,
 ) -> tuple[RoadNetwork, ExtractResult]:
     """The pipeline behind :func:`extract` and :func:`predict_roads` (``output`` None: no
-    vector file is written; ``predictor`` None: the weights are loaded for this run)."""
+    vector file is written; ``predictor`` None: the weights are loaded for this run;
+    ``source`` None: :func:`roadx.predict.predict_scene` runs the model here)."""
     from roadx.io import ProbabilityWriter, open_scene, write_roads
     from roadx.predict import predict_scene
     from roadx.runtime.device import torch_threads
@@ -598,9 +615,12 @@ def _run(
             on_progress(0, total, 0.0)
 
         vectorizer = _band_vectorizer(scene, options.vectorize)
-        bands = predict_scene(
-            scene.read_window, grid, model, card, options.predict, on_progress=advance
-        )
+        if source is None:
+            bands = predict_scene(
+                scene.read_window, grid, model, card, options.predict, on_progress=advance
+            )
+        else:
+            bands = source(scene, grid, advance)
         with contextlib.ExitStack() as stack:
             sinks: list[BandSink] = []
             writer = None

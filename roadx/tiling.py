@@ -197,6 +197,34 @@ class TileGrid:
         """``(start, end)`` columns owned by each grid column; they partition ``[0, width)``."""
         return _axis_cores(self.width, self.tile_px, self.overlap_px)
 
+    @property
+    def halo_rows(self) -> int:
+        """Grid rows before a grid row whose windows still reach into its first row:
+        ``ceil(tile_px / stride_px) - 1`` (1 for overlaps up to half a window).
+
+        A part of the scene that owns the bands of grid rows ``[r0, r1)`` (see
+        :meth:`stripes`) must also run the windows of the ``halo_rows`` grid rows before
+        ``r0`` to blend them exactly as a whole-scene run does.
+        """
+        return -(-self.tile_px // self.stride_px) - 1
+
+    def stripes(self, rows_per_stripe: int) -> list[tuple[int, int]]:
+        """Split the grid rows into consecutive stripes of ``rows_per_stripe`` grid rows.
+
+        Args:
+            rows_per_stripe: grid rows per stripe (>= 1); the last stripe may be shorter.
+
+        Returns:
+            ``[(r0, r1), ...]``: half-open grid-row ranges covering ``[0, n_rows)`` in order.
+
+        Raises:
+            roadx.errors.InputError: ``rows_per_stripe < 1``.
+        """
+        if rows_per_stripe < 1:
+            raise InputError(f"a stripe needs at least 1 grid row, got {rows_per_stripe}")
+        n = self.n_rows
+        return [(r, min(r + rows_per_stripe, n)) for r in range(0, n, rows_per_stripe)]
+
     def tiles_in_row(self, row: int) -> list[Tile]:
         """All tiles of grid row ``row``, left to right."""
         r0 = self.row_starts[row]

@@ -29,8 +29,9 @@ LAYER = {
     "pipeline": 4,
     "train": 4,
     "evaluation": 4,
-    "batch": 5,  # many scenes through pipeline.extract, one model load
-    "cli": 6,
+    "ray_backend": 5,  # stripes of scenes on Ray actors (imports ray, lazily)
+    "batch": 6,  # many scenes through pipeline.extract, one model load (local or Ray)
+    "cli": 7,
 }
 # third-party packages and the roadx parts allowed to import them
 CONFINED = {
@@ -44,6 +45,7 @@ CONFINED = {
     "rich": {"cli"},
     "click": set(),
     "skan": {"vectorize", "metrics"},
+    "ray": {"ray_backend"},  # the optional extra, imported only by the Ray backend
 }
 
 

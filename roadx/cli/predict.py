@@ -38,6 +38,7 @@ from roadx.runtime import DeviceName, PrecisionName
 if TYPE_CHECKING:
     from roadx.batch import BatchResult, SceneRecord
     from roadx.pipeline import ExtractOptions
+    from roadx.ray_backend import RayOptions
 
 EXIT_SOME_FAILED = 3
 """Exit code of a batch in which some scenes failed and others succeeded."""
@@ -148,6 +149,34 @@ def predict(
             "(over 20,000 windows, more memory than available, too little disk space)."
         ),
     ] = False,
+    backend: Annotated[
+        Literal["local", "ray"],
+        typer.Option(help="local: this process. ray: Ray actors keep the model loaded, "
+                     "scenes run in stripes of windows (pip install \"roadx[ray]\"); the "
+                     "outputs are identical."),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="With --backend ray: 'auto' (the cluster this "
+                     "machine joined with `ray start`) or HOST:PORT of the head node; "
+                     "default: start a local Ray instance for this run."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --backend ray: model copies (Ray actors); default one "
+                     "per GPU, or one per CPU without GPUs."),
+    ] = None,
+    stripe_rows: Annotated[
+        int | None,
+        typer.Option("--stripe-rows", min=1, help="With --backend ray: window rows per "
+                     "stripe (default: about two stripes per worker, at most 256 MiB)."),
+    ] = None,
+    merge: Annotated[
+        Path | None,
+        typer.Option(help="With many scenes: also write all scenes' roads into this one "
+                     "file, lines that meet at the borders of adjacent scenes joined "
+                     "(scenes in one CRS)."),
+    ] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -160,6 +189,9 @@ def predict(
     Many scenes, one model load: roadx predict tiles/ extra.tif -o out/ --prob out/
     (out/<stem>.gpkg, out/<stem>_prob.tif, out/index.json). Re-running it skips the scenes
     already done (--overwrite redoes all). Exit code 3: some scenes failed (see index.json).
+
+    On a Ray cluster: roadx predict tiles/ -o out/ --backend ray --ray-address auto
+    --merge out/all_roads.gpkg
     """
     setup_logging(verbose, quiet)
 
@@ -192,13 +224,25 @@ def predict(
         threads=threads,
         force=force,
     )
+    ray_options = None
+    if backend == "ray":
+        from roadx.ray_backend import RayOptions
+
+        ray_options = RayOptions(address=ray_address, workers=workers, stripe_rows=stripe_rows)
+    elif ray_address is not None or workers is not None or stripe_rows is not None:
+        raise typer.BadParameter("--ray-address, --workers and --stripe-rows need "
+                                 "--backend ray", param_hint="--backend")
     if (len(scenes) > 1 or any(is_scene_collection(s) for s in scenes)
             or output.endswith(("/", os.sep)) or os.path.isdir(output)):
         batch = _predict_many(
-            scenes, output, options, fmt=fmt or "gpkg", show=not json_output and quiet == 0
+            scenes, output, options, fmt=fmt or "gpkg", show=not json_output and quiet == 0,
+            backend=backend, ray_options=ray_options, merge=merge,
         )
         _batch_report(batch, json_output=json_output)
         return
+    if merge is not None:
+        raise typer.BadParameter("--merge joins the scenes of a batch; with one scene -o "
+                                 "is already the whole network", param_hint="--merge")
     if fmt is not None and Path(output).suffix.lower() != f".{fmt}":
         raise typer.BadParameter(
             f"--format {fmt} does not match -o {output}; with one scene the extension of -o "
@@ -207,7 +251,16 @@ def predict(
     with area_progress(
         "predict", unit="windows", enabled=not json_output and quiet == 0
     ) as on_progress:
-        result = extract(scene, output, options=options, on_progress=on_progress)
+        if ray_options is not None:
+            from roadx.ray_backend import RayBackend
+
+            with RayBackend(options, ray_options) as runner:
+                result = runner.extract(scene, output, options=options,
+                                        on_progress=on_progress)
+                err_console.print(runner.progress.line(), soft_wrap=True, markup=False,
+                                  highlight=False)
+        else:
+            result = extract(scene, output, options=options, on_progress=on_progress)
     if json_output:
         print_json(result)
         return
@@ -229,8 +282,10 @@ def predict(
 
 
 def _predict_many(scenes: list[str], output: str, options: "ExtractOptions", *, fmt: str,
-                  show: bool) -> "BatchResult":
-    """Run a batch with one progress display per scene and a line per finished scene."""
+                  show: bool, backend: str = "local", ray_options: "RayOptions | None" = None,
+                  merge: Path | None = None) -> "BatchResult":
+    """Run a batch with one progress display per scene (Ray: one for the whole batch, in
+    scenes) and a line per finished scene."""
     import dataclasses
 
     from roadx.batch import SceneRecord, predict_many
@@ -239,6 +294,11 @@ def _predict_many(scenes: list[str], output: str, options: "ExtractOptions", *, 
     stack = contextlib.ExitStack()
 
     def on_scene(i: int, n: int, record: SceneRecord) -> None:
+        if backend == "ray":
+            if show and record.status != "running":
+                err_console.print(f"{i + 1}/{n} {record.scene}: {_status(record)}",
+                                  soft_wrap=True, markup=False, highlight=False)
+            return
         if record.status == "running":
             current[:] = [stack.enter_context(
                 area_progress(f"{i + 1}/{n} {record.stem}", unit="windows", enabled=show))]
@@ -255,9 +315,13 @@ def _predict_many(scenes: list[str], output: str, options: "ExtractOptions", *, 
 
     prob, preview = options.probability_path, options.preview_path
     options = dataclasses.replace(options, probability_path=None, preview_path=None)
+    if backend == "ray":
+        current.append(stack.enter_context(area_progress("ray", unit="scenes",
+                                                         enabled=show)))
     with stack:
         return predict_many(scenes, output, options=options, fmt=fmt, prob_dir=prob,
-                            preview_dir=preview, on_scene=on_scene, on_progress=on_progress)
+                            preview_dir=preview, on_scene=on_scene, on_progress=on_progress,
+                            backend=backend, ray=ray_options, merge=merge)
 
 
 def _status(record: "SceneRecord") -> str:
@@ -295,6 +359,13 @@ def _batch_report(batch: "BatchResult", *, json_output: bool) -> None:
             f"{len(batch.scenes)} scenes: {batch.ok} ok, {batch.skipped} skipped (done "
             f"earlier), {batch.failed} failed in {batch.seconds:.1f} s; index: {batch.index}",
             soft_wrap=True, markup=False, highlight=False)
+        for line in (batch.cluster, batch.merged and f"merged network: {batch.merged}"):
+            if line:
+                err_console.print(line, soft_wrap=True, markup=False, highlight=False)
+    if batch.merge_error:
+        err_console.print(f"[red]error:[/red] --merge failed: {escape(batch.merge_error)}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if batch.failed == len(batch.scenes):
         err_console.print(f"[red]error:[/red] all scenes failed ({batch.failed} of "
                           f"{batch.failed}); see {escape(batch.index)}", highlight=False,

@@ -3,7 +3,7 @@
 * :func:`open_scene` -> :class:`Scene`: windowed, boundless reads of a scene on its
   processing grid (band order, global uint16 stretch, validity mask, GSD, resampling).
 * :class:`ProbabilityWriter` / :func:`open_probability`: the uint8 probability GeoTIFF.
-* :func:`write_roads`: GeoPackage / Shapefile / GeoJSON road layers.
+* :func:`write_roads` / :func:`read_roads`: GeoPackage / Shapefile / GeoJSON road layers.
 * :func:`check_output_path`, :func:`vector_output_paths`: validate outputs before the work
   starts.
 
@@ -20,6 +20,7 @@ _LAZY = {
     "ProbabilityRaster": "roadx.io.probability",
     "open_probability": "roadx.io.probability",
     "write_roads": "roadx.io.vector",
+    "read_roads": "roadx.io.vector",
     "check_output_path": "roadx.fs",
     "vector_output_paths": "roadx.fs",
 }

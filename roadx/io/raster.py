@@ -354,6 +354,31 @@ def _check_not_empty_and_stretch(
     return stats
 
 
+@dataclass(frozen=True, slots=True)
+class SceneSpec:
+    """How a scene was opened: a picklable value that opens the same scene again elsewhere
+    (another process or machine that sees the same path), e.g. on a Ray worker.
+
+    Attributes: the arguments of :func:`open_scene` (``path`` as a string: a local path or
+    a GDAL path/URL).
+    """
+
+    path: str
+    bands: tuple[int, ...] | None
+    band_order: tuple[str, ...]
+    target_gsd_m: float | None
+    gsd_m: float | None
+
+    def open(self) -> "Scene":
+        """Open the scene again (same processing grid, bands and stretch).
+
+        Raises:
+            As :func:`open_scene`.
+        """
+        return open_scene(self.path, bands=self.bands, band_order=self.band_order,
+                          target_gsd_m=self.target_gsd_m, gsd_m=self.gsd_m)
+
+
 class Scene:
     """An open scene raster, read window by window on its processing grid.
 
@@ -379,7 +404,11 @@ class Scene:
         dtype: source data type, e.g. ``"uint16"``.
         stretch: per output channel ``(lo, hi)`` source values mapped to 0 and 255, or None
             for uint8 scenes (no stretch).
+        spec: the :class:`SceneSpec` that opens this scene again (set by
+            :func:`open_scene`).
     """
+
+    spec: SceneSpec
 
     def __init__(
         self, path: str, src: DatasetReader, vrt: WarpedVRT | None, *,
@@ -579,6 +608,8 @@ def open_scene(
         raise
     scene = Scene(uri, src, vrt, georef=georef, source_gsd_m=source_gsd,
                   band_indexes=band_indexes, stretch=stats)
+    scene.spec = SceneSpec(uri, None if bands is None else tuple(bands), tuple(band_order),
+                           target_gsd_m, gsd_m)
     logger.info("opened %r", scene)
     if scene.stretch:
         logger.info("global stretch (lo, hi) per channel: %s", scene.stretch)

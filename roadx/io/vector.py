@@ -130,6 +130,42 @@ def write_roads(
     return targets
 
 
+def read_roads(path: str | os.PathLike[str]) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Read back a road network written by :func:`write_roads`.
+
+    Args:
+        path: the ``.gpkg`` (layers ``roads`` and ``junctions``), or the roads ``.shp`` /
+            ``.geojson`` (nodes in ``<stem>_junctions.<ext>`` beside it).
+
+    Returns:
+        ``(edges, nodes)`` GeoDataFrames in the file's CRS, with the column names
+        :func:`write_roads` wrote (Shapefile names cut to 10 characters are restored).
+
+    Raises:
+        roadx.errors.InputError: a missing or unreadable file, or a layer missing.
+    """
+    from roadx.errors import InputError
+
+    out = Path(path)
+    suffix = out.suffix.lower()
+    if suffix not in DRIVERS:
+        raise InputError(f"{out}: not a roadx road file (.gpkg, .shp or .geojson)")
+    try:
+        if suffix == ".gpkg":
+            edges = gpd.read_file(out, layer=ROADS_LAYER, engine="pyogrio")
+            nodes = gpd.read_file(out, layer=JUNCTIONS_LAYER, engine="pyogrio")
+        else:
+            edges = gpd.read_file(out, engine="pyogrio")
+            nodes = gpd.read_file(out.with_name(f"{out.stem}_junctions{out.suffix}"),
+                                  engine="pyogrio")
+    except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
+        raise InputError(f"{out}: cannot read its road layers ({err})") from None
+    full = {name[:SHAPEFILE_FIELD_CHARS]: name for name in _EMPTY_DTYPES}
+    edges = edges.rename(columns={c: full[c] for c in edges.columns if c in full})
+    nodes = nodes.rename(columns={c: full[c] for c in nodes.columns if c in full})
+    return edges, nodes
+
+
 def _free_space(folder: Path) -> str:
     """``"; N free there"`` for error messages (empty when it cannot be read)."""
     try:

@@ -113,15 +113,22 @@ class _BatchReader:
     Only ever called from one worker thread at a time (sequentially), so ``read`` need not
     be thread-safe. Windows without valid pixels are recorded but not copied; a batch
     also ends after ``16 * batch_size`` tiles so mostly-empty scenes still report progress.
+
+    A batch never spans two grid rows: the model's floating-point results depend (in the
+    last bits) on which windows share a forward pass, so a stripe of grid rows run
+    elsewhere (:func:`predict_scene` ``rows``) batches its windows exactly as a whole-scene
+    run does and gets bit-identical probabilities.
     """
 
-    def __init__(self, read: ReadFn, grid: TileGrid, *, batch_size: int, pin: bool) -> None:
+    def __init__(self, read: ReadFn, grid: TileGrid, *, batch_size: int, pin: bool,
+                 rows: tuple[int, int]) -> None:
         self._read = read
-        self._tiles = iter(grid)
+        self._tiles = (t for r in range(*rows) for t in grid.tiles_in_row(r))
         self._tile_px = grid.tile_px
         self._batch_size = batch_size
         self._capacity = min(batch_size, len(grid))  # the buffer never outgrows the scene
         self._pin = pin
+        self._last_col = grid.n_cols - 1
 
     def __call__(self) -> _Batch | None:
         t = self._tile_px
@@ -151,7 +158,8 @@ class _BatchReader:
                 # nodata -> 0 (black): training pads crops with black
                 np.copyto(x, np.uint8(0), where=~valid)
                 valids.append(valid)
-            if len(valids) == self._capacity or len(tiles) >= 16 * self._batch_size:
+            if (len(valids) == self._capacity or len(tiles) >= 16 * self._batch_size
+                    or tile.col == self._last_col):
                 break
         if not tiles:
             return None
@@ -241,6 +249,7 @@ def predict_scene(
     options: PredictOptions,
     *,
     on_progress: Callable[[int], None] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Run the model over a scene window by window and yield finished probability bands.
 
@@ -265,10 +274,16 @@ def predict_scene(
         card: the model's card (input scaling, output kind).
         options: TTA, blending, batch size, device, precision, memory format, compile.
         on_progress: called with 1 after each window (run or skipped); ``len(grid)`` in all.
+        rows: ``(r0, r1)``: only the bands of grid rows ``[r0, r1)`` (one stripe of the
+            scene, :meth:`roadx.tiling.TileGrid.stripes`); the windows of the
+            ``grid.halo_rows`` grid rows above ``r0`` are run too (cosine blending; none
+            for ``"crop"``), so the bands are bit-identical to those of a whole-scene run
+            on the same device and precision. None: the whole scene.
 
     Yields:
         ``(Window(row0, 0, h, grid.width), prob)`` with ``prob (h, grid.width)`` float32 in
-        ``[0, 1]``, NaN outside valid data; consecutive bands covering ``[0, grid.height)``.
+        ``[0, 1]``, NaN outside valid data; consecutive bands covering ``[0, grid.height)``
+        (with ``rows``: the rows those grid rows own, one band per grid row).
 
     Raises:
         roadx.errors.DeviceError: CUDA requested but absent; out of memory with one window;
@@ -281,11 +296,15 @@ def predict_scene(
     model = model.to(device).eval()
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    stitcher = Stitcher(grid, blend=options.blend)
+    owned = (0, grid.n_rows) if rows is None else rows
+    halo = grid.halo_rows if options.blend == "cosine" else 0
+    first = max(0, owned[0] - halo)
+    stitcher = Stitcher(grid, blend=options.blend, rows=(first, owned[1]))
     chunk = images_per_forward(options, device)
     forward = _Forward(model, card, device, precision, options)
     backoff = BackoffForward(forward, device, chunk=chunk)
-    reader = _BatchReader(read, grid, batch_size=options.batch_size, pin=device.type == "cuda")
+    reader = _BatchReader(read, grid, batch_size=options.batch_size, pin=device.type == "cuda",
+                          rows=(first, owned[1]))
     logger.info(
         "predicting %d windows (%dx%d px, tile %d, overlap %d) on %s: tta=%s blend=%s "
         "precision=%s (%s), %d torch threads",
@@ -307,7 +326,8 @@ def predict_scene(
                         bands = stitcher.skip(tile)
                     if on_progress is not None:
                         on_progress(1)
-                    yield from bands
+                    if tile.row >= owned[0]:  # halo rows only blend into the owned bands
+                        yield from bands
         finally:
             pending.cancel()
     assert stitcher.done, "every tile was stitched, so every row must have been emitted"

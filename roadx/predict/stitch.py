@@ -49,24 +49,36 @@ class Stitcher:
     Args:
         grid: the grid the tiles come from.
         blend: ``"crop"`` or ``"cosine"`` (default).
+        rows: ``(first, stop)``: receive only the tiles of grid rows ``[first, stop)`` (a
+            stripe of the scene, see :meth:`roadx.tiling.TileGrid.stripes`); None: all.
+            Each band is emitted when its grid row is complete, as for the whole grid; the
+            bands of the first ``grid.halo_rows`` rows of a stripe that does not start at
+            row 0 lack the windows above them (cosine blending), so callers drop them. The
+            other bands equal the whole-grid bands bit for bit (same windows, weights and
+            order of summation).
 
     Raises:
-        roadx.errors.InputError: for an unknown blend mode.
+        roadx.errors.InputError: for an unknown blend mode or rows outside the grid.
 
     Notes:
         Peak memory is ``peak_rows * width * 8 B`` (cosine) or ``* 4 B`` (crop), with
         ``peak_rows <= tile_px``, plus the bands the caller still holds.
     """
 
-    def __init__(self, grid: TileGrid, *, blend: BlendMode = "cosine") -> None:
+    def __init__(self, grid: TileGrid, *, blend: BlendMode = "cosine",
+                 rows: tuple[int, int] | None = None) -> None:
         if blend not in ("crop", "cosine"):
             raise InputError(f"unknown blend mode {blend!r}; expected 'crop' or 'cosine'")
+        first, stop = (0, grid.n_rows) if rows is None else rows
+        if not 0 <= first < stop <= grid.n_rows:
+            raise InputError(f"grid rows {rows} are not a range inside [0, {grid.n_rows})")
+        self._stop = stop
         self.grid = grid
         self.blend: BlendMode = blend
         self._row_starts = grid.row_starts
         self._col_starts = grid.col_starts
         self._row_cores = grid.row_cores()
-        self._next = (0, 0)  # (grid row, grid col) expected next
+        self._next = (first, 0)  # (grid row, grid col) expected next
         self._rows_emitted = 0
         self._peak_rows = 0
         n_rows, n_cols, t = grid.n_rows, grid.n_cols, grid.tile_px
@@ -81,7 +93,7 @@ class Stitcher:
         self._acc: np.ndarray | None = None  # cosine: weighted sum, rows [row_start_r, +n)
         self._wsum: np.ndarray | None = None  # cosine: summed weights
         self._band: np.ndarray | None = None  # crop: the current grid row's core band
-        self._open_row(0)
+        self._open_row(first)
 
     @property
     def peak_rows(self) -> int:
@@ -90,13 +102,14 @@ class Stitcher:
 
     @property
     def rows_emitted(self) -> int:
-        """Number of scene rows emitted so far (bands cover ``[0, rows_emitted)``)."""
+        """End row of the last band emitted (bands cover ``[0, rows_emitted)`` for the
+        whole grid; a stripe's bands end there)."""
         return self._rows_emitted
 
     @property
     def done(self) -> bool:
-        """Whether every tile was received and every row emitted."""
-        return self._rows_emitted == self.grid.height
+        """Whether every tile (of ``rows``) was received and its rows emitted."""
+        return self._next == (self._stop, 0)
 
     def _open_row(self, row: int) -> None:
         """Prepare the accumulators for grid row ``row``."""
@@ -190,7 +203,7 @@ class Stitcher:
             return []
         band = self._flush_crop(row) if self.blend == "crop" else self._flush_cosine(row)
         self._next = (row + 1, 0)
-        if row + 1 < self.grid.n_rows:
+        if row + 1 < self._stop:
             self._open_row(row + 1)
         else:
             self._acc = self._wsum = self._band = None
