@@ -256,10 +256,9 @@ def _reference_window_attention(att: WindowCrossAttention, query_src, other) -> 
     out = torch.zeros_like(v)
     for i in range(0, h, s):
         for j in range(0, w, s):
-            def tok(t):
-                win = t[:, :, i:i + s, j:j + s]
-                return win.reshape(b, heads, d, -1).transpose(2, 3), win.shape[-2:]
-            (qt, shape), (kt, _), (vt, _) = tok(q), tok(k), tok(v)
+            wins = [t[:, :, i:i + s, j:j + s] for t in (q, k, v)]
+            shape = wins[0].shape[-2:]
+            qt, kt, vt = (t.reshape(b, heads, d, -1).transpose(2, 3) for t in wins)
             attn = torch.softmax(qt @ kt.transpose(2, 3) / math.sqrt(d), dim=-1)
             out[:, :, i:i + s, j:j + s] = (attn @ vt).transpose(2, 3).reshape(b, c, *shape)
     return out
@@ -421,3 +420,21 @@ def test_fusion_learns_roads_visible_only_in_nir() -> None:
     assert iou_rgb < chance + 0.05, iou_rgb  # measured 0.0
     assert iou_mm_without_nir < chance + 0.05, iou_mm_without_nir  # the NIR band was the signal
     assert time.perf_counter() - start < 180  # CI budget (measured ~40 s on a shared 2-core box)
+
+
+def test_cost_per_1024_window_on_the_meta_device() -> None:
+    # Shape-only control flow: the full-size model runs on the meta device (no weights, no
+    # data), which also gives its cost. FlopCounterMode counts convs, linears and attention
+    # matmuls (2 FLOPs per MAC), not FFTs or element-wise ops.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def gmacs(model: torch.nn.Module, channels: int) -> float:
+        with torch.device("meta"), FlopCounterMode(display=False) as counter, torch.no_grad():
+            model.eval()(torch.empty(1, channels, 1024, 1024))
+        return counter.get_total_flops() / 2e9
+
+    with torch.device("meta"):
+        mm, ref = d3fnet34_mm(aux_heads=False), create_model("d3fnet34")
+    cost, base = gmacs(mm, 4), gmacs(ref, 3)
+    assert cost == pytest.approx(181.7, abs=0.5)  # 363.5 GFLOPs
+    assert cost - base == pytest.approx(50.2, abs=0.5)  # aux stream + DGF (spec B4: 49.9)

@@ -31,6 +31,7 @@ Sizes (full width, 1 aux band, DFG on 1/4 only; counted here, equal to spec B4):
 +49,858 with them; see :func:`d3fnet34_mm` for GFLOPs.
 """
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,10 +56,10 @@ from roadx.models.d3fnet import DADE, DDFM, PAPER_DILATIONS, AttentionImpl
 
 __all__ = [
     "AUX_LOSS_WEIGHTS",
-    "MODALITY_DROPOUT_P",
-    "SPEC_PARAMS",
     "DFG",
     "DGF",
+    "MODALITY_DROPOUT_P",
+    "SPEC_PARAMS",
     "AuxEncoder",
     "AuxHead",
     "D3FNetMM",
@@ -464,10 +465,17 @@ class DFG(nn.Module):
             ``(B, C, H, W)``, dtype of ``x``.
         """
         h, w = x.shape[-2:]
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with _no_autocast(x.device):
             spec = torch.fft.rfft2(x.float(), norm="ortho")
             y = torch.fft.irfft2(spec * self.gain(route, h, w), s=(h, w), norm="ortho")
         return y.to(x.dtype)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Autocast off on ``device`` (none to turn off on e.g. the meta device)."""
+    if device.type in ("cuda", "cpu", "xpu", "mps"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class AuxHead(nn.Module):
@@ -621,8 +629,10 @@ class D3FNetMM(nn.Module):
         # min-pool: a stage cell is valid only if every pixel under it is
         valids = [-F.max_pool2d(-valid, s) for s in _STAGE_STRIDES]
         r = _stem(self.encoder, rgb)
-        use_aux = bool(valid.any())  # else f = r exactly: skip the auxiliary stream
-        a = _stem(self.aux_encoder, aux) if use_aux else None
+        # No auxiliary raster at all (3 channels): f = r exactly, so skip the auxiliary stream.
+        # (All-NaN auxiliary data takes the full path, which gives the same output, so that the
+        # control flow depends on shapes only: meta device, torch.compile and export work.)
+        a = _stem(self.aux_encoder, aux) if x.shape[1] > 3 else None
         rgb_layers = (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3,
                       self.encoder.layer4)
         aux_layers = (self.aux_encoder.layer1, self.aux_encoder.layer2, self.aux_encoder.layer3,
@@ -652,7 +662,7 @@ class D3FNetMM(nn.Module):
             heads["aux_rgb"] = self.aux_heads["aux_rgb"](r_after[2], r_after[3])
             if a_before:
                 heads["aux_x"] = self.aux_heads["aux_x"](a_before[2], a_before[3])
-            else:  # no valid auxiliary pixel: constant logits, masked by aux_valid = 0
+            else:  # no auxiliary raster: constant logits, masked by aux_valid = 0
                 heads["aux_x"] = torch.zeros_like(logits)
         return MMTrainOutput(logits, heads, valid)
 
@@ -739,9 +749,12 @@ def d3fnet34_mm(
     Size at full width, ``aux_bands=1``, ``dfg_levels=(1,)``: **55,820,025** parameters
     without the auxiliary heads (= spec B4; RGB D3FNet 39,501,313 + ResNet-18 stream 11,170,240
     + DGF₁₋₄ 5,014,968 + DFG₁ 133,504), 55,869,883 with them (+2 × 24,929). Each extra aux
-    band adds 3,136 (stem). Cost at 1024² (``torch.utils.flop_counter``, conv/linear/matmul/
-    attention, FFTs and element-wise ops not counted): see ``tests/test_d3fnet_mm.py`` and the
-    module notes -- about 177 GMACs (354 GFLOPs), vs 127 GMACs for D3FNet.
+    band adds 3,136 (stem). Cost per 1024² window (``torch.utils.flop_counter``, torch 2.13, meta
+    device; convolutions, linear layers and attention matmuls, FFTs and element-wise ops not
+    counted): **181.7 GMACs = 363.5 GFLOPs** (43.0 GMACs at 512²), against 131.5 GMACs for
+    ``d3fnet34`` counted the same way: +50.2 GMACs (aux stream ≈ 36.3, DGF₁₋₄ 3.1 + 2.9 +
+    4.0 + 3.9). Spec B4's 177.0 (D3FNet 127.2) leaves out the attention matmuls (DADE's and
+    the DGF windows'); without them the numbers agree. DFG₂ adds no counted MACs.
 
     Returns:
         The model, in training mode.
