@@ -28,7 +28,24 @@ the DFG), whatever the auxiliary values; modality dropout trains that path.
 
 Sizes (full width, 1 aux band, DFG on 1/4 only; counted here, equal to spec B4):
 55,820,025 parameters without the training-only auxiliary heads (:data:`SPEC_PARAMS`),
-+49,858 with them; see :func:`d3fnet34_mm` for GFLOPs.
++49,858 with them; 181.7 GMACs per 1024² window (see :func:`d3fnet34_mm`).
+
+Where this differs from spec B, and why:
+
+- One input tensor, split inside (issue #11's model contract), instead of ``model(x_rgb,
+  x_aux)``; training outputs come from :meth:`D3FNetMM.forward_train` as
+  :class:`MMTrainOutput` ``(logits, {"aux_rgb", "aux_x"}, aux_valid)`` instead of the tuple
+  ``(main, aux_rgb, aux_x)``, because the aux-stream loss must be masked where the auxiliary data
+  was dropped (B6) and only the model knows where.
+- Auxiliary validity is a gate, not an extra input channel (B2 allows either): NaN marks
+  no-data and ``v = 0`` makes the output *exactly* the RGB-only path, so "aux missing" has a
+  defined result even for a model trained without dropout.
+- Hidden widths of the DGF pixel gate (``C/4``) and channel gate (``2C/16``) are at least 4;
+  this only changes test widths (``C < 16``), where a single hidden ReLU unit can die.
+- Windowed attention uses ``max(1, C/32)`` heads (C/32 at full width) so narrow models work.
+- GMACs: spec B4's 177.0 leaves out attention matmuls; counted, the model has 181.7.
+- Spec B8's "every DGF parameter has a gradient on the second step" holds except for the last
+  stage's auxiliary branch, which acts only through ``γ_a`` and ``β`` and needs a third step.
 """
 
 import contextlib
