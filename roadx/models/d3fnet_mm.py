@@ -822,8 +822,8 @@ def init_from_d3fnet(
         aux_stream: Also initialise the auxiliary stream (see above).
 
     Returns:
-        The number of tensors copied (the D3FNet state dict has 428 for ``width`` 64 when all
-        match; more with ``aux_stream``).
+        The number of tensors copied (the D3FNet state dict has 361 entries, weights and
+        batch-norm statistics, all copied from the shipped file; more with ``aux_stream``).
 
     Raises:
         InputError / CheckpointError: The file is missing or is not a valid roadx checkpoint.
