@@ -8,10 +8,10 @@ probabilities. It is stored as JSON in every roadx checkpoint (metadata key ``"r
 the spirit of timm's ``PretrainedCfg`` and TorchGeo's ``Weights.meta``.
 
 Card versions: version 2 (this module) writes ``"card_version": 2`` and one object per band.
-Version 1 cards (roadx <= 0.x checkpoints, including the shipped ``weights/d3fnet34``) have
-``bands`` as colour letters and one scalar ``input_scale``/``input_offset``; :meth:`ModelCard.
-from_dict` migrates them on read (every band gets the scalar scaling, the input multiple is 32)
-so that old files give exactly the same network input.
+Version 1 cards (every checkpoint written before card v2, the shipped ``weights/d3fnet34``
+too) have ``bands`` as colour letters and one scalar ``input_scale``/``input_offset``;
+:meth:`ModelCard.from_dict` migrates them on read (every band gets the scalar scaling, the
+input multiple is 32) so that old files give exactly the same network input.
 
 This module is torch-free.
 """
