@@ -188,6 +188,37 @@ def test_band_selection_and_colour_interpretation(tmp_path: Path) -> None:
         assert scene.read_window(Window(0, 0, 4, 4))[0][:, 0, 0].tolist() == [99, 20, 30]
 
 
+def test_near_infrared_channel_for_models_that_take_one(tmp_path: Path) -> None:
+    # a model with B,G,R,NIR input (d3fnet34-mm): R,G,B by colour interpretation + the other band
+    data = np.stack([np.full((16, 16), v, np.uint8) for v in (30, 20, 10, 99)])
+    interp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined]
+    path = make_tif(tmp_path / "bgrn.tif", data, interp=interp)
+    order = ("B", "G", "R", "NIR")
+    with open_scene(path, band_order=order) as scene:
+        assert scene.band_indexes == (1, 2, 3, 4)
+        assert scene.read_window(Window(0, 0, 4, 4))[0][:, 0, 0].tolist() == [30, 20, 10, 99]
+    with open_scene(path, bands=(3, 2, 1, 4), band_order=order) as scene:  # given R,G,B,NIR
+        assert scene.read_window(Window(0, 0, 4, 4))[0][:, 0, 0].tolist() == [30, 20, 10, 99]
+    with pytest.raises(SceneError, match=r"--bands 3,2,1 is invalid for the model's input "
+                                         r"B,G,R,NIR \(3 bands given\). Expected 4 bands"):
+        open_scene(path, bands=(3, 2, 1), band_order=order)
+    rgb = rgb_constant(tmp_path / "rgb.tif", size=8)
+    with pytest.raises(SceneError, match=r"rgb\.tif has 3 band\(s\) and no R,G,B,NIR"):
+        open_scene(rgb, band_order=order)
+
+
+def test_naip_red_green_blue_near_infrared(shared_data: Path) -> None:
+    # NAIP's four bands carry no colour interpretation (gray, undefined...): R,G,B,NIR by order
+    naip = shared_data / "opengeos_naip" / "m_4709963_se_14_1_20200831.tif"
+    with open_scene(naip, band_order=("B", "G", "R", "NIR")) as scene:
+        assert scene.band_indexes == (3, 2, 1, 4)
+        image, valid = scene.read_window(Window(0, 0, 256, 256))
+        with rasterio.open(naip) as src:
+            raw = src.read(window=rasterio.windows.Window(0, 0, 256, 256))
+    assert image.shape == (4, 256, 256) and valid.mean() > 0.9
+    assert (image[:, valid] == raw[[2, 1, 0, 3]][:, valid]).all()  # uint8: no stretch
+
+
 def test_panchromatic_band_is_repeated(tmp_path: Path) -> None:
     data = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     with open_scene(make_tif(tmp_path / "pan.tif", data)) as scene:

@@ -61,6 +61,7 @@ RESAMPLE_TOLERANCE = 0.10
 _MAX_GRID_PX = 2**31 - 1  # GDAL's raster sizes are C ints
 VALID_MIN = 128  # mask values >= this are valid (GDAL masks are 0/255; alpha may be graded)
 _COLOURS = ("R", "G", "B")
+_NIR_NAMES = ("NIR", "N")  # card band names of a near-infrared channel
 
 
 GDAL_CACHE_MB = 128
@@ -271,8 +272,11 @@ def _select_bands(
     src: DatasetReader, path: str, bands: Sequence[int] | None, band_order: Sequence[str]
 ) -> tuple[int, ...]:
     """1-based source band of each model channel, in ``band_order`` (see :func:`open_scene`)."""
+    wants_nir = any(name in _NIR_NAMES for name in band_order)
     interp, count = list(src.colorinterp), src.count
     rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    expected = "4 bands given as R,G,B,NIR" if wants_nir else (
+        "1 band (panchromatic) or 3 bands given as R,G,B")
     if bands is None:
         image = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
         if not image:
@@ -282,31 +286,41 @@ def _select_bands(
             )
         if all(c in interp for c in rgb):
             chosen = [interp.index(c) + 1 for c in rgb]
+            if wants_nir:  # the first image band that is not R, G or B (NAIP: band 4)
+                chosen += [b for b in image if b not in chosen][:1]
+        elif wants_nir:
+            chosen = image[:4]  # R,G,B,NIR: the NAIP/PlanetScope band order
         elif len(image) != 2:  # one panchromatic band, or the first three
             chosen = image[:3]
         else:
+            chosen = []
+        if len(chosen) != 4 if wants_nir else not chosen:
             raise SceneError(
-                f"{path} has {count} bands and no R,G,B colour interpretation; pass --bands "
-                "with 1 or 3 of its band numbers (1-based), e.g. --bands 1,2,3."
+                f"{path} has {count} band(s) and no R,G,B{',NIR' if wants_nir else ''} colour "
+                f"interpretation the model ({','.join(band_order)}) can use; pass --bands with "
+                f"{expected} (1-based), e.g. --bands {'1,2,3,4' if wants_nir else '1,2,3'}."
             )
     else:
         chosen = [int(b) for b in bands]
         bad = [b for b in chosen if not 1 <= b <= count]
-        if bad or len(chosen) not in (1, 3):
+        sizes = (4,) if wants_nir else (1, 3)
+        if bad or len(chosen) not in sizes:
             problem = f"band(s) {bad} out of range" if bad else f"{len(chosen)} bands given"
             raise SceneError(
                 f"{path} has {count} band(s); --bands {','.join(map(str, chosen))} is invalid "
-                f"({problem}). Expected 1 band (panchromatic) or 3 bands given as R,G,B, each "
-                f"in 1..{count}."
+                f"for the model's input {','.join(band_order)} ({problem}). Expected {expected}, "
+                f"each in 1..{count}."
             )
     if len(chosen) == 1:
         return tuple(chosen * len(band_order))
-    if sorted(band_order) != sorted(_COLOURS):
+    given = [*_COLOURS, "NIR"][: len(chosen)]
+    wanted = ["NIR" if name in _NIR_NAMES else name for name in band_order]
+    if sorted(wanted) != sorted(given):
         raise SceneError(
             f"{path}: the model expects bands {tuple(band_order)}, which cannot be built from "
-            "an R,G,B band selection; use a single band or a model with R,G,B input."
+            f"a {','.join(given)} band selection; use a model with {','.join(given)} input."
         )
-    return tuple(chosen[_COLOURS.index(c)] for c in band_order)
+    return tuple(chosen[given.index(name)] for name in wanted)
 
 
 def decimated_shape(height: int, width: int) -> tuple[int, int]:
@@ -566,11 +580,14 @@ def open_scene(
     Args:
         path: a GeoTIFF or any raster GDAL reads (1..N bands, uint8/uint16/float, any CRS).
         bands: 1-based source bands given as R,G,B (3 bands) or one panchromatic band that is
-            repeated to every channel. Default: the bands whose colour interpretation is R,G,B,
-            else 1,2,3 (an alpha band is never an image band; it is the validity mask), or the
+            repeated to every channel; for a model with a near-infrared channel, R,G,B,NIR
+            (4 bands). Default: the bands whose colour interpretation is R,G,B (plus, for such
+            a model, the first other image band), else 1,2,3 (1,2,3,4: the NAIP/PlanetScope
+            order) (an alpha band is never an image band; it is the validity mask), or the
             only image band.
-        band_order: the colour of each model channel (the ModelCard's ``bands``), a
-            permutation of ``("R", "G", "B")``; default BGR as the D-LinkNet/D3FNet weights.
+        band_order: the name of each model channel (the ModelCard's ``band_names``), a
+            permutation of ``("R", "G", "B")`` or of ``("R", "G", "B", "NIR")``; default BGR
+            as the D-LinkNet/D3FNet weights.
         target_gsd_m: the model's metres per pixel; when the scene GSD differs by more than
             10 % the scene is resampled on the fly (same CRS).
         gsd_m: metres per pixel for rasters without CRS/geotransform (plain JPEG/PNG); they
