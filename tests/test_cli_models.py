@@ -67,7 +67,7 @@ def test_models_json_lists_cards_and_parameter_counts() -> None:
 
 
 def test_models_table_goes_to_stderr() -> None:
-    result = runner.invoke(app, ["models"])
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})  # cells unwrapped
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "39,501,313" in result.stderr and "31,096,129" in result.stderr

@@ -62,7 +62,7 @@ def test_shapes_in_eval_and_training(size, aux_bands) -> None:
     # not a multiple of the 8-token window (padding + key mask).
     model = _tiny(aux_bands=aux_bands)
     x = torch.randn(2, 3 + aux_bands, *size)
-    out = model.forward_train(x)
+    out = model.train_outputs(x)
     assert isinstance(out, MMTrainOutput)
     assert out.logits.shape == (2, 1, *size)
     assert set(out.aux) == set(AUX_LOSS_WEIGHTS) == {"aux_rgb", "aux_x"}
@@ -90,7 +90,7 @@ def test_backward_reaches_every_parameter_after_one_step(variant) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(3):
         opt.zero_grad()
-        mm_training_loss(model.forward_train(x), target, None, dice_bce_loss).backward()
+        mm_training_loss(model.train_outputs(x), target, None, dice_bce_loss).backward()
         if step < 2:
             opt.step()
         if step == 0:
@@ -145,7 +145,7 @@ def test_drop_aux_heads_gives_the_export_layout() -> None:
     model.drop_aux_heads()
     assert model.config.aux_heads is False
     assert model.state_dict().keys() == _tiny(aux_heads=False).state_dict().keys()
-    assert model.forward_train(torch.randn(1, 4, 64, 64)).aux == {}
+    assert model.train_outputs(torch.randn(1, 4, 64, 64)).aux == {}
 
 
 # --- modality dropout, missing data, determinism ---------------------------------------------
@@ -164,17 +164,17 @@ def test_modality_dropout_acts_only_in_training() -> None:
     with torch.no_grad():
         model.train()  # every sample's aux dropped: the aux values cannot matter
         assert torch.equal(run(x), run(other))
-        assert model.forward_train(x).aux_valid.sum() == 0
+        assert model.train_outputs(x).aux_valid.sum() == 0
         model.eval()  # no dropout: they do
         assert (run(x) - run(other)).abs().max() > 1e-6
-        assert model.forward_train(x).aux_valid.min() == 1
+        assert model.train_outputs(x).aux_valid.min() == 1
 
 
 def test_default_modality_dropout_drops_whole_samples() -> None:
     model = _tiny()  # p = 0.15
     torch.manual_seed(3)
     with torch.no_grad():
-        valid = model.forward_train(torch.randn(40, 4, 32, 32)).aux_valid
+        valid = model.train_outputs(torch.randn(40, 4, 32, 32)).aux_valid
     per_sample = valid.flatten(1)
     assert torch.equal(per_sample.min(dim=1).values, per_sample.max(dim=1).values)
     dropped = int((per_sample[:, 0] == 0).sum())
@@ -211,7 +211,7 @@ def test_missing_aux_is_the_rgb_path_whatever_the_aux_values() -> None:
         out = model(holes)
         assert torch.isfinite(out).all()
         assert (out[0] - rgb_only[0]).abs().max() > 1e-6
-        assert model.forward_train(holes).aux_valid[0, 0, :32, :32].sum() == 0
+        assert model.train_outputs(holes).aux_valid[0, 0, :32, :32].sum() == 0
 
 
 def test_missing_aux_zeroes_the_aux_stream_loss() -> None:
@@ -438,3 +438,48 @@ def test_cost_per_1024_window_on_the_meta_device() -> None:
     cost, base = gmacs(mm, 4), gmacs(ref, 3)
     assert cost == pytest.approx(181.7, abs=0.5)  # 363.5 GFLOPs
     assert cost - base == pytest.approx(50.2, abs=0.5)  # aux stream + DGF (spec B4: 49.9)
+
+
+def test_roadx_predict_on_the_real_four_band_naip_tile(tmp_path, monkeypatch, capsys,
+                                                       shared_data: Path) -> None:
+    """``roadx predict --model d3fnet34-mm --bands 1,2,3,4`` on NAIP (R,G,B,NIR at 5 m): the
+    reader gives the model B,G,R,NIR, the engine scales all four bands by the card, and the
+    roads come out georeferenced in the scene's CRS; 3 bands are refused for this model."""
+    import dataclasses
+    import sys
+
+    import geopandas as gpd
+    import rasterio
+
+    from roadx.cli import main
+    from roadx.models import get_card, save_checkpoint
+
+    naip = shared_data / "opengeos_naip" / "m_4709963_se_14_1_20200831.tif"
+    torch.manual_seed(0)
+    weights = tmp_path / "mm.safetensors"
+    card = dataclasses.replace(get_card("d3fnet34-mm"), gsd_m=5.0)  # no resampling: 1 window
+    save_checkpoint(weights, create_model("d3fnet34-mm", width=8), card=card,
+                    model_kwargs={"width": 8})
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["roadx", "predict", str(naip), "--model",
+                                          "d3fnet34-mm", "--weights", str(weights), "--tta",
+                                          "none", "--device", "cpu", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        return (exc.value.code if isinstance(exc.value.code, int) else 1), capsys.readouterr().err
+
+    prob = tmp_path / "prob.tif"
+    code, err = run("--bands", "1,2,3,4", "-o", str(tmp_path / "roads.gpkg"), "--prob",
+                    str(prob), "--threshold", "0.3")
+    assert code == 0, err
+    with rasterio.open(naip) as src, rasterio.open(prob) as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        assert (out.width, out.height) == (src.width, src.height)
+        p = out.read(1, masked=True)
+    assert p.count() > 0.9 * p.size and 0 < p.mean() < 255
+    roads = gpd.read_file(tmp_path / "roads.gpkg", layer="roads")
+    assert roads.crs == "EPSG:26914"
+    code, err = run("--bands", "1,2,3", "-o", str(tmp_path / "rgb.gpkg"))
+    assert code == 1 and "Expected 4 bands given as R,G,B,NIR" in err, err
+    assert not (tmp_path / "rgb.gpkg").exists()

@@ -28,12 +28,16 @@ def small(name: str) -> RoadModel:
 
 
 def excite_gammas(model: torch.nn.Module, value: float = 0.5) -> None:
-    """Zero-initialised residual gates (DANet's γ) cut gradients to the attention convs at
-    init; open them so shape and gradient tests see every path."""
+    """Zero-initialised residual gates (DANet's γ; d3fnet34-mm's fusion γ/β and frequency
+    filters, which make it start as d3fnet34) cut gradients to the paths behind them at init;
+    open them so shape and gradient tests see every path."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(getattr(module, "gamma", None), torch.nn.Parameter):
                 module.gamma.fill_(value)
+        for name, parameter in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("gamma_r", "gamma_a", "beta", "filters"):
+                parameter.fill_(value)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -46,7 +50,7 @@ def test_parameter_count_equals_spec(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "deploy"),
     [("ddrnet23s", 5_694_817), ("ddrnet23", 20_146_625), ("danet34", 23_219_941 - 258),
-     ("d3fnet34", 39_501_313)],
+     ("d3fnet34", 39_501_313), ("d3fnet34-mm", 55_820_025)],
 )
 def test_deploy_parameter_count_leaves_out_auxiliary_heads(name: str, deploy: int) -> None:
     assert count_parameters(name, deploy=True) == deploy  # ddrnet.md §4.1, danet.md §7.1A

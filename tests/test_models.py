@@ -269,9 +269,10 @@ def test_default_cards() -> None:
         card = get_card(name)
         assert card.name == name
         if name.startswith(("d3fnet", "dlinknet")):
-            assert card.band_names == ("B", "G", "R")
-            assert card.input_scales == pytest.approx((3.2 / 255,) * 3)
-            assert card.input_offsets == (-1.6,) * 3
+            extra = ("NIR",) if name == "d3fnet34-mm" else ()
+            assert card.band_names == ("B", "G", "R", *extra)
+            assert card.input_scales == pytest.approx((3.2 / 255,) * card.in_chans)
+            assert card.input_offsets == (-1.6,) * card.in_chans
         assert card.tile_px == 1024 and card.output == "logits"
         assert "MIT" in card.license
     assert get_card("dlinknet34").gsd_m == 0.5

@@ -53,16 +53,18 @@ ThresholdOpt = Annotated[
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """Parse ``--bands 1,2,3`` into ``(1, 2, 3)``; raise ``typer.BadParameter`` otherwise."""
+    """Parse ``--bands 1,2,3`` into ``(1, 2, 3)`` (1, 3 or 4 band numbers; whether they suit
+    the model is checked with the scene); raise ``typer.BadParameter`` otherwise."""
     if text is None:
         return None
     try:
         bands = tuple(int(b) for b in text.replace(" ", "").split(",") if b)
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated band numbers, got {text!r}") from None
-    if len(bands) not in (1, 3) or min(bands) < 1:
+    if len(bands) not in (1, 3, 4) or min(bands) < 1:
         raise typer.BadParameter(
-            f"give 1 band (panchromatic) or 3 bands in R,G,B order, 1-based; got {text!r}"
+            "give 1 band (panchromatic), 3 bands in R,G,B order, or 4 in R,G,B,NIR order "
+            f"(models with a near-infrared input), 1-based; got {text!r}"
         )
     return bands
 

@@ -111,7 +111,8 @@ def predict(
     no_repair: NoRepairOpt = False,
     bands: Annotated[
         str | None,
-        typer.Option(help="Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band."),
+        typer.Option(help="Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band; "
+                     "R,G,B,NIR (e.g. 1,2,3,4) for a model with a near-infrared input."),
     ] = None,
     gsd: GsdOpt = None,
     prob: Annotated[

@@ -33,10 +33,10 @@ Sizes (full width, 1 aux band, DFG on 1/4 only; counted here, equal to spec B4):
 Where this differs from spec B, and why:
 
 - One input tensor, split inside (issue #11's model contract), instead of ``model(x_rgb,
-  x_aux)``; training outputs come from :meth:`D3FNetMM.forward_train` as
-  :class:`MMTrainOutput` ``(logits, {"aux_rgb", "aux_x"}, aux_valid)`` instead of the tuple
-  ``(main, aux_rgb, aux_x)``, because the aux-stream loss must be masked where the auxiliary data
-  was dropped (B6) and only the model knows where.
+  x_aux)``. :meth:`D3FNetMM.forward_train` returns roadx's ``(main, aux_rgb, aux_x)`` with
+  ``aux_x`` made gradient-free where the auxiliary data was dropped (B6: no aux-stream loss
+  there); :meth:`D3FNetMM.train_outputs` gives the parts (:class:`MMTrainOutput`, with the
+  validity) for an exactly masked loss (:func:`mm_training_loss`).
 - Auxiliary validity is a gate, not an extra input channel (B2 allows either): NaN marks
   no-data and ``v = 0`` makes the output *exactly* the RGB-only path, so "aux missing" has a
   defined result even for a model trained without dropout.
@@ -60,6 +60,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadx.errors import InputError
+from roadx.models.base import RoadModel
+from roadx.models.card import DLINKNET_SCALE, BandSpec, ModelCard, uniform_bands
 from roadx.models.blocks import (
     OUTPUT_STRIDE,
     PAPER_WIDTH,
@@ -79,6 +81,7 @@ __all__ = [
     "SPEC_PARAMS",
     "AuxEncoder",
     "AuxHead",
+    "D3FNET34_MM_CARD",
     "D3FNetMM",
     "D3FNetMMConfig",
     "MMTrainOutput",
@@ -525,7 +528,7 @@ class AuxHead(nn.Module):
 
 
 class MMTrainOutput(NamedTuple):
-    """What :meth:`D3FNetMM.forward_train` returns.
+    """What :meth:`D3FNetMM.train_outputs` returns.
 
     Attributes:
         logits: Main output ``(B, 1, H, W)`` float logits.
@@ -541,7 +544,7 @@ class MMTrainOutput(NamedTuple):
     aux_valid: torch.Tensor
 
 
-class D3FNetMM(nn.Module):
+class D3FNetMM(RoadModel):
     """``d3fnet34-mm``: ``(B, 3 + k, H, W)`` -> ``(B, 1, H, W)`` road logits, H, W divisible by 32.
 
     Channels 0-2: RGB stream (card order, D3FNet scaling); channels 3..3+k-1: auxiliary stream.
@@ -563,8 +566,9 @@ class D3FNetMM(nn.Module):
     """
 
     def __init__(self, config: D3FNetMMConfig | None = None) -> None:
-        super().__init__()
         cfg = config or D3FNetMMConfig()
+        super().__init__(name="d3fnet34-mm", in_chans=3 + cfg.aux_bands,
+                         input_multiple_px=OUTPUT_STRIDE)
         self.config = cfg
         channels = encoder_channels(cfg.width)
         self.encoder = ResNet34Encoder(cfg.width)
@@ -582,11 +586,6 @@ class D3FNetMM(nn.Module):
         if cfg.aux_heads:
             self.aux_heads = nn.ModuleDict({"aux_rgb": AuxHead(cfg.width),
                                             "aux_x": AuxHead(cfg.width)})
-
-    @property
-    def in_chans(self) -> int:
-        """Input channels with the auxiliary data: ``3 + aux_bands``."""
-        return 3 + self.config.aux_bands
 
     def drop_aux_heads(self) -> None:
         """Remove the training-only auxiliary heads (for export: the state dict then matches
@@ -621,7 +620,7 @@ class D3FNetMM(nn.Module):
         if h % OUTPUT_STRIDE or w % OUTPUT_STRIDE:
             ph, pw = -(-h // OUTPUT_STRIDE) * OUTPUT_STRIDE, -(-w // OUTPUT_STRIDE) * OUTPUT_STRIDE
             raise InputError(
-                f"d3fnet34-mm got an input of {h}x{w} px; height and width must be divisible by "
+                f"d3fnet34-mm got an input of {h}x{w} px; height and width must be multiples of "
                 f"{OUTPUT_STRIDE}. Pad the input to {ph}x{pw} px."
             )
         rgb = x[:, :3]
@@ -698,7 +697,24 @@ class D3FNetMM(nn.Module):
         """
         return self._run(x, with_aux=False).logits
 
-    def forward_train(self, x: torch.Tensor) -> MMTrainOutput:
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The roadx training contract (:class:`~roadx.models.base.RoadModel`): ``(main,
+        aux_rgb, aux_x)`` logits, each ``(B, 1, H, W)``, weighted in the loss by the registry
+        entry (:data:`AUX_LOSS_WEIGHTS`). Where the auxiliary data was missing or dropped,
+        ``aux_x`` is replaced by the detached main logits, so that those pixels give the
+        auxiliary-stream head no gradient (spec B6; :func:`mm_training_loss` masks them
+        exactly instead). Only ``(main,)`` when the model has no auxiliary heads.
+
+        Raises:
+            InputError: As :meth:`forward`.
+        """
+        out = self.train_outputs(x)
+        if not out.aux:
+            return (out.logits,)
+        aux_x = torch.where(out.aux_valid > 0, out.aux["aux_x"], out.logits.detach())
+        return (out.logits, out.aux["aux_rgb"], aux_x)
+
+    def train_outputs(self, x: torch.Tensor) -> MMTrainOutput:
         """Main logits plus the auxiliary heads' logits and the auxiliary validity.
 
         Args:
@@ -725,7 +741,7 @@ def mm_training_loss(
     restricted to pixels with valid, non-dropped auxiliary data.
 
     Args:
-        out: :meth:`D3FNetMM.forward_train` output.
+        out: :meth:`D3FNetMM.train_outputs` output.
         target: ``(B, 1, H, W)`` float in {0, 1}.
         valid: ``(B, 1, H, W)`` label validity (bool or {0, 1}) or None.
         loss_fn: ``(logits, target, valid) -> scalar``, e.g. roadx's ``dice_bce_loss``.
@@ -741,6 +757,23 @@ def mm_training_loss(
             mask = out.aux_valid if valid is None else valid.to(out.aux_valid.dtype) * out.aux_valid
         total = total + weights.get(name, 0.0) * loss_fn(logits, target, mask)
     return total
+
+
+#: Default card: B, G, R with D3FNet's scaling (so the shipped d3fnet34 weights warm-start the
+#: RGB stream) plus one near-infrared band scaled the same way; weights trained at 1 m.
+D3FNET34_MM_CARD = ModelCard(
+    name="d3fnet34-mm",
+    bands=(*uniform_bands("BGR"), BandSpec("NIR", "nir", *DLINKNET_SCALE)),
+    gsd_m=1.0,
+    tile_px=1024,
+    input_multiple_px=OUTPUT_STRIDE,
+    output="logits",
+    license="MIT",
+    paper="D3FNet (Liu et al., ICCV-W 2025, arXiv 2508.15537) with divergence-aware gated "
+    "fusion after MDDG (RGB-T segmentation, 2025)",
+    description="Dual-stream D3FNet: RGB stream + auxiliary (NIR) stream fused per encoder "
+    "stage; works without the auxiliary band (modality dropout in training).",
+)
 
 
 def d3fnet34_mm(

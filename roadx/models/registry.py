@@ -17,6 +17,7 @@ from torch import nn
 from roadx.errors import InputError
 from roadx.models.card import ModelCard
 from roadx.models.d3fnet import D3FNET34_CARD, d3fnet34
+from roadx.models.d3fnet_mm import AUX_LOSS_WEIGHTS, D3FNET34_MM_CARD, d3fnet34_mm
 from roadx.models.danet import DANET34_CARD, danet34
 from roadx.models.ddrnet import DDRNET23_CARD, DDRNET23S_CARD, ddrnet23, ddrnet23s
 from roadx.models.dlinknet import DLINKNET34_CARD, dlinknet34
@@ -90,6 +91,13 @@ _REGISTRY: Mapping[str, ModelEntry] = MappingProxyType({
         aux_modules=("seghead_extra",), spec_parameters=20_294_722,
         spec="ddrnet.md §7.6 (20,146,625 without the auxiliary head, §4.1)",
         test_kwargs={"planes": 8, "spp_planes": 16, "head_planes": 16}, gflops_1024=142.99,
+    ),
+    "d3fnet34-mm": ModelEntry(
+        "d3fnet34-mm", d3fnet34_mm, D3FNET34_MM_CARD,
+        aux_weights=(AUX_LOSS_WEIGHTS["aux_rgb"], AUX_LOSS_WEIGHTS["aux_x"]),
+        aux_modules=("aux_heads",), spec_parameters=55_869_883,
+        spec="multimodal-fusion.md B4 (55,820,025 without the auxiliary heads)",
+        test_kwargs={"width": 8}, gflops_1024=363.45,
     ),
     "danet34": ModelEntry(
         "danet34", danet34, DANET34_CARD, aux_weights=(0.4, 0.4),

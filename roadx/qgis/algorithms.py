@@ -273,7 +273,7 @@ class ExtractRoadsAlgorithm(RoadxAlgorithm):
         self.addParameter(_advanced(QgsProcessingParameterEnum(
             "DEVICE", "Compute device", options=_DEVICES, defaultValue=0)))
         self.addParameter(_advanced(QgsProcessingParameterString(
-            "BANDS", "Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band",
+            "BANDS", "Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band; R,G,B,NIR for a NIR model",
             optional=True)))
         self.addParameter(_advanced(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Windows per forward pass", type=_INTEGER, defaultValue=4,
