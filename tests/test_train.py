@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import roadx.cli
-from roadx.errors import CheckpointError, OutputExistsError
+from roadx.errors import CheckpointError, InputError, OutputExistsError
 from roadx.models import load_checkpoint
 from roadx.train import TrainConfig, TrainEvent, fit
 from tiny_data import LORUDARKU_CROPS as CROPS, link_real_crops
@@ -211,3 +211,18 @@ def test_cli_mixes_layouts_and_reports_skipped_samples(
     assert result["device"] == "cpu"
     assert [Path(p).name for p, _ in result["skipped"]] == ["8_sat.jpg"]
     assert "8_sat.jpg" in captured.err  # logged with its path
+
+
+@pytest.mark.parametrize(("batch", "samples"), [(1, 4), (4, 5)])
+def test_a_batch_of_one_is_refused_for_ddrnet_before_training(
+    tiny_dataset: Path, tmp_path: Path, batch: int, samples: int
+) -> None:
+    """DDRNet's batch norms after global pooling cannot train on one image: a clear error,
+    also when the epoch's last batch would hold one, before any data is read."""
+    events: list[TrainEvent] = []
+    with pytest.raises(InputError, match=r"at least 2 images.*makes a batch of 1"):
+        fit(_config(tiny_dataset, tmp_path / "run", model="ddrnet23s", batch_size=batch,
+                    samples_per_epoch=samples, model_kwargs={"planes": 8, "spp_planes": 16,
+                                                             "head_planes": 16}),
+            on_event=events.append)
+    assert [e.kind for e in events] == []

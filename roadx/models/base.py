@@ -52,12 +52,18 @@ class RoadModel(nn.Module):
     Subclasses implement :meth:`outputs`; ``forward`` checks the input and returns the main
     logits only (auxiliary heads are not run), ``forward_train`` returns all outputs.
 
+    Class attribute ``min_train_batch``: the smallest training batch the network supports
+    (1; 2 for networks with batch norm after global pooling, e.g. DDRNet's DAPPM, whose
+    statistics need more than one value per channel). ``roadx train`` refuses smaller ones.
+
     Args:
         name: Registry name, used in error messages (e.g. ``"ddrnet23s"``).
         in_chans: Number of input channels ``C`` (the card's ``in_chans``).
         input_multiple_px: H and W must be multiples of this (the card's
             ``input_multiple_px``: 32 for the LinkNets, 64 for DDRNet).
     """
+
+    min_train_batch: int = 1
 
     def __init__(self, *, name: str, in_chans: int = 3, input_multiple_px: int = 32) -> None:
         super().__init__()

@@ -240,6 +240,8 @@ class DDRNet(RoadModel):
         Hong et al., arXiv 2101.06085; ``shared/specs/ddrnet.md``.
     """
 
+    min_train_batch = 2  # DAPPM's batch norms after global pooling see one value per image
+
     def __init__(
         self,
         *,

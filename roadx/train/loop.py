@@ -320,6 +320,15 @@ def fit(
     # 1. data and model
     model, base_card, model_kwargs = _base_model(config, emit)
     loss_weights = get_entry(config.model).loss_weights
+    need = getattr(model, "min_train_batch", 1)
+    smallest = config.samples_per_epoch % config.batch_size or config.batch_size
+    if min(config.batch_size, smallest) < need:
+        raise InputError(
+            f"{config.model} trains on batches of at least {need} images (batch norm after "
+            f"global pooling); --batch-size {config.batch_size} with --samples-per-epoch "
+            f"{config.samples_per_epoch} makes a batch of {min(config.batch_size, smallest)}. "
+            f"Use --batch-size >= {need} and a --samples-per-epoch that it divides."
+        )
     card = dataclasses.replace(base_card, gsd_m=float(config.gsd_m or base_card.gsd_m))
     try:
         if tiles is None:
