@@ -314,8 +314,8 @@ class RayBackend:
             kwargs: dict[str, Any] = {"include_dashboard": opts.include_dashboard,
                                       "log_to_driver": False,
                                       "configure_logging": False}
-            if opts.address is None:
-                kwargs.update(num_cpus=opts.num_cpus,
+            if opts.address is None:  # a new instance, even when a cluster runs here
+                kwargs.update(address="local", num_cpus=opts.num_cpus,
                               object_store_memory=opts.object_store_bytes)
             else:
                 kwargs["address"] = opts.address
@@ -370,6 +370,12 @@ class RayBackend:
     def workers(self) -> int:
         """Number of actors."""
         return len(self._actors)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process id of each actor as last seen (a restarted actor gets a new one)."""
+        with self._lock:
+            return [self._pids[i] for i in range(len(self._actors))]
 
     # -- running scenes -----------------------------------------------------------------
 

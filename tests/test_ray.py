@@ -7,7 +7,9 @@ with He-initialised convolutions, so the runs take seconds but the probabilities
 the image and the road layers are not empty. Scenes: two real SpaceNet scenes (Rotterdam
 and Atlanta, UTM) and a generated scene split into 5 stripes.
 
-Skipped only when Ray is not installed (``pip install "roadx[ray]"``; CI installs it).
+The CLI batch with a corrupt scene and the interrupted-then-resumed batch run with the
+``slow`` tests (``.ci/run`` runs them). Skipped only when Ray is not installed
+(``pip install "roadx[ray]"``; CI installs it).
 """
 
 import json
@@ -62,11 +64,14 @@ def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(node: subprocess.Popen[bytes]) -> None:
-    if node.poll() is None:
-        os.killpg(node.pid, signal.SIGTERM)  # the group this test started, by its pid
+def _stop(nodes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the nodes this test started (their process groups, by pid), all at once."""
+    running = [n for n in nodes if n.poll() is None]
+    for node in running:
+        os.killpg(node.pid, signal.SIGTERM)
+    for node in running:
         try:
-            node.wait(timeout=30)
+            node.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(node.pid, signal.SIGKILL)
             node.wait()
@@ -101,8 +106,7 @@ def _cluster(logs: Path) -> Iterator[str]:
             ray.shutdown()
         yield address
     finally:
-        for node in reversed(nodes):
-            _stop(node)
+        _stop(nodes)
 
 
 def _wait_for_port(port: int, node: subprocess.Popen[bytes], log: Path) -> None:
@@ -194,7 +198,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_output_is_identical(
     options = _options(data)
     extract(data["generated"], tmp_path / "local.gpkg", options=options)
     with RayBackend(options, _ray(cluster, stripe_rows=1, stripes_in_flight=4)) as backend:
-        victim = backend._pids[0]
+        victim = backend.worker_pids[0]
         killed: list[int] = []
 
         def kill_when_running() -> None:  # SIGKILL worker 0 once the run is under way
@@ -214,6 +218,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_output_is_identical(
     assert result.roads == assert_same_roads(tmp_path / "local.gpkg", tmp_path / "ray.gpkg")
 
 
+@pytest.mark.slow  # two batches and a resumed one: about a minute
 def test_cli_batch_with_a_corrupt_scene_then_resume_after_an_interrupt(
     data: dict[str, Path], cluster: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -235,7 +240,7 @@ def test_cli_batch_with_a_corrupt_scene_then_resume_after_an_interrupt(
     assert "Traceback" not in err and "ray: " in err and "failed" in err
 
     # interrupt a batch after its first scene (as Ctrl-C would), then run it again
-    scenes = [data["rotterdam"], data["generated"], data["atlanta"]]
+    scenes = [data["rotterdam"], data["generated"]]
     folder = tmp_path / "resume"
 
     def stop_after_first(i: int, n: int, record: object) -> None:
@@ -247,13 +252,13 @@ def test_cli_batch_with_a_corrupt_scene_then_resume_after_an_interrupt(
         predict_many(scenes, folder, options=_options(data), backend="ray", ray=ray_options,
                      on_scene=stop_after_first)
     first = json.loads((folder / "index.json").read_text())["scenes"]
-    assert [e["status"] for e in first] == ["ok", "running", "pending"]
+    assert [e["status"] for e in first] == ["ok", "pending"]
     done_before = (folder / "pan1.gpkg").stat().st_mtime_ns
     again = predict_many(scenes, folder, options=_options(data), backend="ray",
                          ray=ray_options, merge=folder / "merged.gpkg")
-    assert [r.status for r in again.scenes] == ["skipped", "ok", "ok"]
+    assert [r.status for r in again.scenes] == ["skipped", "ok"]
     assert (folder / "pan1.gpkg").stat().st_mtime_ns == done_before
-    merged = gpd.read_file(again.merged, layer="roads")  # 3 UTM zones: in the first one
+    merged = gpd.read_file(again.merged, layer="roads")  # 2 UTM zones: in the first one
     per_scene = [gpd.read_file(folder / f"{s.stem}.gpkg", layer="roads") for s in scenes]
     assert merged.crs == per_scene[0].crs and len(merged) == sum(map(len, per_scene))
     assert set(merged["scene"]) == {s.stem for s in scenes}  # not adjacent: nothing joined

@@ -153,7 +153,7 @@ def predict(
     backend: Annotated[
         Literal["local", "ray"],
         typer.Option(help="local: this process. ray: Ray actors keep the model loaded, "
-                     "scenes run in stripes of windows (pip install \"roadx[ray]\"); the "
+                     "scenes run in stripes of windows (pip install \"roadx\\[ray]\"); the "
                      "outputs are identical."),
     ] = "local",
     ray_address: Annotated[
@@ -176,7 +176,7 @@ def predict(
         Path | None,
         typer.Option(help="With many scenes: also write all scenes' roads into this one "
                      "file, lines that meet at the borders of adjacent scenes joined "
-                     "(scenes in one CRS)."),
+                     "(in the first scene's CRS)."),
     ] = None,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
