@@ -316,7 +316,8 @@ def main() -> None:
     p.add_argument("--max-side", type=int, default=1024)
     p.add_argument("--val-side", type=int, default=768)
     p.add_argument("--val-list", default=str(HERE.parent / "weights" / "d3fnet34.val.txt"))
-    p.add_argument("--spacenet-dir", default="/tmp/roadx-spacenet")
+    # the folder must be named "spacenet": the held-out list names its tiles spacenet/<tile>
+    p.add_argument("--spacenet-dir", default="/tmp/roadx-links/spacenet")
     p.add_argument("--cache-dir", default="/tmp/roadx-train-cache")
     r = sub.add_parser("run")
     r.add_argument("--pack", default=".gpu/pack")

@@ -148,6 +148,21 @@ def test_split_never_puts_a_tile_in_both_sets(shared_data: Path) -> None:
                                                           "10078675_15_1_0.jpg", "10078675_15_1_1.jpg", "2.jpg"]
 
 
+def test_held_out_entry_with_a_wrong_folder_name_is_refused(shared_data: Path, caplog) -> None:
+    """A ``<folder>/<tile>`` entry whose tile lives in a folder of another name would silently
+    be trained on (how an H200 fine-tune trained on the Vegas tile it was scored on): refused,
+    naming the entry and the folder; entries for sources not in the run are only logged."""
+    samples = discover_samples([shared_data / "massachusetts_cskanani"])
+    with pytest.raises(DatasetError, match=r"'renamed/2' matches no data folder of that name, "
+                                           r"but its tile is in folder\(s\) "
+                                           r"\['massachusetts_cskanani'\]"):
+        split_samples(samples, val_ids={"renamed/2"})
+    with caplog.at_level("WARNING", logger="roadx.train.datasets"):
+        _, val = split_samples(samples, val_ids={"massachusetts_cskanani/2", "spacenet/img9"})
+    assert [s.image.name for s in val] == ["2.jpg"]
+    assert "1 entries match no sample of this run: spacenet/img9" in caplog.text
+
+
 def test_loss_ignores_invalid_pixels() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 1, 8, 8)

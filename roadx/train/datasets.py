@@ -200,6 +200,28 @@ def read_val_list(path: str | Path) -> set[str]:
     return {line.split("#")[0].strip() for line in text.splitlines()} - {""}
 
 
+def _check_val_ids(samples: Sequence[Sample], unmatched: set[str]) -> None:
+    """Refuse held-out entries ``<folder>/<tile id>`` whose tile exists under another folder
+    name; log the entries that match nothing (e.g. tiles of a source not in this run)."""
+    if not unmatched:
+        return
+    folders_of: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        folders_of[s.tile_id].add(s.source.name)
+    moved = {e: sorted(folders_of[e.rsplit("/", 1)[1]]) for e in sorted(unmatched)
+             if "/" in e and e.rsplit("/", 1)[1] in folders_of}
+    if moved:
+        entry, folders = next(iter(moved.items()))
+        raise DatasetError(
+            f"held-out list entry {entry!r} matches no data folder of that name, but its tile "
+            f"is in folder(s) {folders}: it would be trained on. The part before '/' must be "
+            f"the data folder's name; rename the folder or the entry ({len(moved)} such "
+            "entries)."
+        )
+    logger.warning("held-out list: %d entries match no sample of this run: %s", len(unmatched),
+                   ", ".join(sorted(unmatched)[:5]) + (" ..." if len(unmatched) > 5 else ""))
+
+
 def split_samples(
     samples: Sequence[Sample],
     *,
@@ -225,14 +247,19 @@ def split_samples(
         (train, val) lists, in input order.
 
     Raises:
-        DatasetError: every sample would be held out (nothing to train on).
+        DatasetError: every sample would be held out (nothing to train on), or a
+            ``<folder>/<tile id>`` entry names a tile that exists only under another folder
+            name (it would otherwise silently train on a tile meant to be held out).
     """
     if val_ids is not None:
-        held = {
-            (s.source, s.tile_id)
-            for s in samples
-            if {s.tile_id, s.image.stem, s.image.name, f"{s.source.name}/{s.tile_id}"} & val_ids
-        }
+        held = set()
+        matched: set[str] = set()
+        for s in samples:
+            hit = {s.tile_id, s.image.stem, s.image.name, f"{s.source.name}/{s.tile_id}"} & val_ids
+            if hit:
+                held.add((s.source, s.tile_id))
+                matched |= hit
+        _check_val_ids(samples, val_ids - matched)
     else:
         tiles_by_source: dict[Path, set[str]] = defaultdict(set)
         for s in samples:
