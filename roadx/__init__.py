@@ -3,7 +3,9 @@
 The Python API (README, "Python API"): :func:`predict_roads` returns a :class:`RoadNetwork`
 (GeoDataFrames ``roads`` and ``junctions``, ``to_file``); :func:`extract` writes the files as
 ``roadx predict`` does; :func:`predict_many` runs many scenes with one loaded model
-(:class:`Predictor`) into a folder, resumably; :func:`vectorize_raster` turns a probability
+(:class:`Predictor`) into a folder, resumably, locally or on a Ray cluster
+(``backend="ray"``, :class:`RayOptions`; ``pip install "roadx[ray]"``), and
+:func:`merge_outputs` joins their networks; :func:`vectorize_raster` turns a probability
 raster into roads; the settings are :class:`ExtractOptions`, :class:`PredictOptions` and
 :class:`VectorizeParams`.
 
@@ -33,6 +35,8 @@ _LAZY = {
     "Predictor": "roadx.pipeline",
     "predict_many": "roadx.batch",
     "BatchResult": "roadx.batch",
+    "merge_outputs": "roadx.batch",
+    "RayOptions": "roadx.ray_backend",
     "create_model": "roadx.models",
     "list_models": "roadx.models",
     "load_checkpoint": "roadx.models",

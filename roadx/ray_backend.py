@@ -10,7 +10,9 @@ Design
   weights are loaded once per actor). An actor asks Ray for ``gpus_per_worker`` GPUs (default:
   1 when the cluster has GPUs, else 0) and ``cpus_per_worker`` CPUs.
 * **Stripes.** A scene's global window grid (:class:`roadx.tiling.TileGrid`) is cut into
-  stripes of consecutive grid rows (:meth:`~roadx.tiling.TileGrid.stripes`). A stripe owns
+  stripes of consecutive grid rows (:meth:`~roadx.tiling.TileGrid.stripes`): as few as keep
+  the workers busy (a single scene on 4 workers: 4 stripes; many scenes: one stripe per
+  scene unless memory asks for more). A stripe owns
   the probability bands of its grid rows and also runs the windows of the
   ``grid.halo_rows`` grid rows above it (one row of windows for overlaps up to half a
   window), so every band it returns is bit-identical to the band a whole-scene run emits:
@@ -76,8 +78,10 @@ class RayOptions:
             has GPUs, else 0.
         cpus_per_worker: CPUs Ray reserves per actor; also the actor's torch threads
             unless ``ExtractOptions.threads`` is set.
-        stripe_rows: grid rows per stripe (None: about two stripes per worker and scene,
-            within ``max_stripe_bytes``; more stripes mean more halo windows run twice).
+        stripe_rows: grid rows per stripe (None: as few stripes as keep every worker busy,
+            i.e. ``ceil(workers / scenes running)`` per scene, and at most
+            ``max_stripe_bytes`` each; every stripe but the first runs a halo row of windows
+            a second time, so more stripes cost more compute).
         max_stripe_bytes: cap on one stripe's bands in bytes (float32 rows × width).
         stripes_in_flight: stripes of one scene submitted and not yet consumed (None: two
             per worker).
@@ -292,6 +296,7 @@ class RayBackend:
         self._actors: list[Any] = []
         self._load: list[int] = []  # stripes submitted to each actor and not yet returned
         self._pids: dict[int, int] = {}  # actor index -> last pid seen
+        self._running = 0  # scenes whose stripes are being submitted or gathered
         self.model: _RemoteModel | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -402,14 +407,16 @@ class RayBackend:
                        source=lambda scene, grid, advance: self._bands(
                            scene, grid, advance, options))
 
-    def stripes_of(self, grid: Any) -> list[tuple[int, int]]:
-        """The stripes (grid-row ranges) a scene with this grid is cut into."""
+    def stripes_of(self, grid: Any, *, scenes_running: int = 1) -> list[tuple[int, int]]:
+        """The stripes (grid-row ranges) a scene with this grid is cut into, while
+        ``scenes_running`` scenes (this one included) share the workers."""
         opts = self.ray_options
         if opts.stripe_rows is not None:
             return grid.stripes(opts.stripe_rows)
         band_bytes = grid.stride_px * grid.width * 4  # one grid row's band, float32
         by_memory = max(1, opts.max_stripe_bytes // max(band_bytes, 1))
-        by_workers = -(-grid.n_rows // (2 * max(self.workers, 1)))  # ~2 stripes per worker
+        wanted = -(-max(self.workers, 1) // max(scenes_running, 1))  # stripes to fill workers
+        by_workers = -(-grid.n_rows // wanted)
         return grid.stripes(max(1, min(by_memory, by_workers)))
 
     def _bands(self, scene: Any, grid: Any, advance: Callable[[int], None],
@@ -418,7 +425,10 @@ class RayBackend:
         their bands in row order."""
         from roadx.tiling import Window
 
-        stripes = self.stripes_of(grid)
+        with self._lock:
+            self._running += 1
+            running = self._running
+        stripes = self.stripes_of(grid, scenes_running=running)
         limit = self.ray_options.stripes_in_flight or 2 * self.workers
         with self._lock:
             self.progress.stripes_total += len(stripes)
@@ -445,6 +455,8 @@ class RayBackend:
                     yield Window(row_off, 0, prob.shape[0], grid.width), prob
                 advance((rows[1] - rows[0]) * grid.n_cols)
         finally:
+            with self._lock:
+                self._running -= 1
             for _, i, ref in flight:  # a failed scene: drop its other stripes
                 with self._lock:
                     self._load[i] -= 1
