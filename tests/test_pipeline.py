@@ -343,7 +343,12 @@ def test_outputs_record_their_provenance(shared_data: Path, tmp_path: Path) -> N
     result = extract(scene, tmp_path / "roads.gpkg", options=options)
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert result.weights_sha256 == sha
-    meta = pyogrio.read_info(tmp_path / "roads.gpkg", layer="roads")["dataset_metadata"]
+    meta = pyogrio.read_info(tmp_path / "roads.gpkg", layer="roads")["layer_metadata"]
+    junctions = pyogrio.read_info(tmp_path / "roads.gpkg", layer="junctions")["layer_metadata"]
+    assert {k: v for k, v in junctions.items() if k != "DESCRIPTION"} == {
+        k: v for k, v in meta.items() if k != "DESCRIPTION"}  # both layers carry it
+    gpd.read_file(tmp_path / "roads.gpkg", layer="roads", engine="pyogrio")
+    assert not (tmp_path / "roads.gpkg.aux.xml").exists()  # reading leaves no GDAL sidecar
     with rasterio.open(tmp_path / "prob.tif") as src:
         tags = src.tags()
     for record in (meta, tags):
@@ -353,5 +358,5 @@ def test_outputs_record_their_provenance(shared_data: Path, tmp_path: Path) -> N
         assert json.loads(record["network_repair"])["bridge_m"] == 30.0
         assert record["command"]
     vectorized = vectorize_raster(tmp_path / "prob.tif", tmp_path / "again.gpkg")
-    again = pyogrio.read_info(tmp_path / "again.gpkg", layer="roads")["dataset_metadata"]
+    again = pyogrio.read_info(tmp_path / "again.gpkg", layer="roads")["layer_metadata"]
     assert again["probability"] == str(tmp_path / "prob.tif") and vectorized.roads >= 0

@@ -79,9 +79,11 @@ def write_roads(
             Empty frames give valid empty layers.
         path: ``.gpkg``, ``.shp`` or ``.geojson``.
         overwrite: replace existing outputs (all files of the set).
-        metadata: provenance (text keys and values) stored as the GeoPackage's dataset
-            metadata (QGIS: Layer Properties → Information; ``ogrinfo``); Shapefile and
-            GeoJSON carry none.
+        metadata: provenance (text keys and values) stored as the metadata of both
+            GeoPackage layers (QGIS: Layer Properties → Information; ``ogrinfo``). Layer, not
+            dataset, metadata: GDAL (3.12, as bundled with pyogrio) writes a
+            ``<name>.gpkg.aux.xml`` sidecar whenever it reads a GeoPackage with dataset
+            metadata. Shapefile and GeoJSON carry none.
 
     Returns:
         The files written, roads first (one path for GeoPackage, two otherwise). Each layer
@@ -188,9 +190,10 @@ def _write_set(
         if suffix == ".gpkg":
             _write(edges, tmp / out.name, driver, ROADS_LAYER, "LineString",
                    {"DESCRIPTION": "road centre lines, one per graph edge"},
-                   dataset_metadata=metadata)
+                   layer_metadata=metadata)
             _write(nodes, tmp / out.name, driver, JUNCTIONS_LAYER, "Point",
-                   {"DESCRIPTION": "road graph nodes (junctions, ends)"})
+                   {"DESCRIPTION": "road graph nodes (junctions, ends)"},
+                   layer_metadata=metadata)
             styles.write_gpkg_styles(tmp / out.name, {ROADS_LAYER: styles.roads_qml(),
                                                       JUNCTIONS_LAYER: styles.junctions_qml()})
         else:
@@ -301,7 +304,7 @@ def _geometry_type(frame: gpd.GeoDataFrame, default: str) -> tuple[str, bool]:
 
 def _write(
     frame: gpd.GeoDataFrame, path: Path, driver: str, layer: str, default_type: str,
-    options: dict[str, Any], dataset_metadata: dict[str, str] | None = None,
+    options: dict[str, Any], layer_metadata: dict[str, str] | None = None,
 ) -> None:
     """Write one layer with pyogrio (adds a layer when ``path`` is an existing GeoPackage)."""
     if frame.empty:
@@ -315,7 +318,7 @@ def _write(
         pyogrio.write_dataframe(
             frame, path, layer=layer, driver=driver, geometry_type=geometry_type,
             promote_to_multi=promote, layer_options=options or None,
-            dataset_metadata=dataset_metadata or None,
+            layer_metadata=layer_metadata or None,
         )
 
 
