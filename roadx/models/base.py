@@ -16,7 +16,7 @@ from torch import nn
 
 from roadx.errors import InputError
 
-__all__ = ["RoadModel", "check_input", "training_outputs"]
+__all__ = ["RoadModel", "check_input", "training_outputs", "unwrap_model"]
 
 
 def check_input(x: torch.Tensor, model_name: str, *, in_chans: int = 3, multiple: int = 32) -> None:
@@ -108,17 +108,27 @@ class RoadModel(nn.Module):
         return self.outputs(x, aux=True)
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network behind ``torch.compile`` and (Distributed)DataParallel wrappers (the
+    module itself when it is not wrapped)."""
+    while True:
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def training_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``(main, *aux)`` of any model: ``forward_train`` of a :class:`RoadModel` (also behind
-    ``torch.compile``/DataParallel wrappers), else ``(model(x),)``."""
-    inner = model
-    while True:
-        if isinstance(inner, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            inner = inner.module
-        elif isinstance(getattr(inner, "_orig_mod", None), nn.Module):
-            inner = inner._orig_mod
-        else:
-            break
+    ``torch.compile``/DataParallel wrappers), else ``(model(x),)``; each ``(B, 1, H, W)``
+    logits for an input ``(B, C, H, W)``.
+
+    Raises:
+        InputError: As :meth:`RoadModel.forward_train`.
+    """
+    inner = unwrap_model(model)
     if isinstance(inner, RoadModel):
         return inner.forward_train(x)
     return (model(x),)

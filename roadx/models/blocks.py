@@ -75,6 +75,18 @@ def validate_dilations(dilations: Sequence[int]) -> tuple[int, int, int, int]:
     return (rates[0], rates[1], rates[2], rates[3])
 
 
+def init_conv_bn_(module: nn.Module) -> None:
+    """Initialise like torchvision's ResNets, in place: every ``nn.Conv2d`` weight
+    Kaiming-normal (fan-out, ReLU gain), every ``nn.BatchNorm2d`` weight 1 and bias 0
+    (He et al., ICCV 2015; other parameters unchanged)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 conv+BN, identity (or 1x1 conv+BN) shortcut, ReLU.
 
@@ -114,24 +126,24 @@ class ResNet34Encoder(nn.Module):
     Args:
         width: Stem channels; stages have ``width × (1, 2, 4, 8)`` (64: ResNet-34).
         in_chans: Input channels of the stem (3: RGB/BGR).
+        depths: Basic blocks per stage: ``(3, 4, 6, 3)`` ResNet-34, ``(2, 2, 2, 2)``
+            ResNet-18 (He et al., CVPR 2016, Table 1).
     """
 
-    def __init__(self, width: int = PAPER_WIDTH, in_chans: int = 3) -> None:
+    def __init__(
+        self, width: int = PAPER_WIDTH, in_chans: int = 3, depths: Sequence[int] = (3, 4, 6, 3)
+    ) -> None:
         super().__init__()
         c1, c2, c3, c4 = encoder_channels(width)
+        d1, d2, d3, d4 = depths
         self.conv1 = nn.Conv2d(in_chans, c1, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(c1)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = self._make_layer(c1, c1, 3, stride=1)
-        self.layer2 = self._make_layer(c1, c2, 4, stride=2)
-        self.layer3 = self._make_layer(c2, c3, 6, stride=2)
-        self.layer4 = self._make_layer(c3, c4, 3, stride=2)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.layer1 = self._make_layer(c1, c1, d1, stride=1)
+        self.layer2 = self._make_layer(c1, c2, d2, stride=2)
+        self.layer3 = self._make_layer(c2, c3, d3, stride=2)
+        self.layer4 = self._make_layer(c3, c4, d4, stride=2)
+        init_conv_bn_(self)
 
     @staticmethod
     def _make_layer(in_ch: int, out_ch: int, n_blocks: int, stride: int) -> nn.Sequential:

@@ -41,6 +41,7 @@ from torch import nn
 from roadx import __version__
 from roadx.errors import CheckpointError, InputError, OutputError
 from roadx.fs import check_output_path, partial_path
+from roadx.models.base import unwrap_model
 from roadx.models.card import ModelCard
 from roadx.models.registry import create_model, list_models
 
@@ -243,19 +244,24 @@ def _check_dtypes(
         )
 
 
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The float state dict stored in a roadx checkpoint (any storage: float32/16, bf16,
+    int8 + scales), on the CPU, batch-norm overflows of float16 files repaired.
+
+    Raises:
+        CheckpointError: Corrupt tensor data, or tensors of an unknown storage.
+    """
+    try:
+        tensors = load_file(path, device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path} has corrupt tensor data: {err}") from None
+    state = _restore(tensors, path)
+    _repair_overflowed_batch_norm(state, path)
+    return state
+
+
 def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip ``torch.compile`` and (Distributed)DataParallel wrappers."""
-    while True:
-        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _umask() -> int:
@@ -326,7 +332,7 @@ def save_checkpoint(
         )
     with torch.device("meta"):
         reference = create_model(card.name, **json.loads(kwargs_json))
-    state = _unwrap(model).state_dict()
+    state = unwrap_model(model).state_dict()
     problem = describe_mismatch(_shapes(reference.state_dict()), _shapes(state))
     if problem:
         raise InputError(
@@ -441,12 +447,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path} has invalid roadx metadata: {err}") from None
     if card.name != name:
         raise CheckpointError(f"{path}: card name {card.name!r} differs from model {name!r}.")
-    try:
-        tensors = load_file(path, device="cpu")
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{path} has corrupt tensor data: {err}") from None
-    state = _restore(tensors, path)
-    _repair_overflowed_batch_norm(state, path)
+    state = _read_state(path)
     problem = describe_mismatch(_shapes(model.state_dict()), _shapes(state))
     if problem:
         raise CheckpointError(f"{path} does not match architecture {name!r}: {problem}.")
@@ -490,13 +491,8 @@ def load_matching_tensors(
         card = ModelCard.from_dict(json.loads(meta[KEY_CARD]))
     except (json.JSONDecodeError, InputError) as err:
         raise CheckpointError(f"{path} has invalid roadx metadata: {err}") from None
-    try:
-        tensors = load_file(path, device="cpu")
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{path} has corrupt tensor data: {err}") from None
-    state = _restore(tensors, path)
-    _repair_overflowed_batch_norm(state, path)
-    target = _unwrap(model).state_dict()
+    state = _read_state(path)
+    target = unwrap_model(model).state_dict()
     matching = {
         k: v for k, v in state.items()
         if k in target and tuple(v.shape) == tuple(target[k].shape)
@@ -505,14 +501,14 @@ def load_matching_tensors(
     if not matching:
         raise CheckpointError(
             f"{path} ({card.name}) shares no tensor (by name and shape) with "
-            f"{type(_unwrap(model)).__name__}; expected weights of a compatible encoder."
+            f"{type(unwrap_model(model)).__name__}; expected weights of a compatible encoder."
         )
     _check_dtypes({k: target[k] for k in matching}, matching, path)
     broken = [k for k, v in matching.items()
               if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise CheckpointError(f"{path} holds NaN or infinite weights in {', '.join(broken[:3])}.")
-    _unwrap(model).load_state_dict(matching, strict=False)
+    unwrap_model(model).load_state_dict(matching, strict=False)
     logger.info("initialised %d of %d tensors from %s (%s)", len(matching), len(target), path,
                 card.name)
     return sorted(matching), card

@@ -61,16 +61,15 @@ from torch import nn
 
 from roadx.errors import InputError
 from roadx.models.base import RoadModel
-from roadx.models.card import DLINKNET_SCALE, BandSpec, ModelCard, uniform_bands
 from roadx.models.blocks import (
     OUTPUT_STRIDE,
     PAPER_WIDTH,
-    BasicBlock,
     LinkNetHead,
     ResNet34Encoder,
     encoder_channels,
     validate_dilations,
 )
+from roadx.models.card import DLINKNET_SCALE, BandSpec, ModelCard, uniform_bands
 from roadx.models.d3fnet import DADE, DDFM, PAPER_DILATIONS, AttentionImpl
 
 __all__ = [
@@ -190,7 +189,7 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class AuxEncoder(nn.Module):
+class AuxEncoder(ResNet34Encoder):
     """ResNet-18/34 encoder for the auxiliary stream with a ``k``-channel stem (spec B3 row 2).
 
     Same layers, attribute names (``conv1``, ``bn1``, ``layer1``..``layer4``) and
@@ -207,34 +206,7 @@ class AuxEncoder(nn.Module):
     def __init__(
         self, in_chans: int, width: int = PAPER_WIDTH, depths: Sequence[int] = (2, 2, 2, 2)
     ) -> None:
-        super().__init__()
-        c1, c2, c3, c4 = encoder_channels(width)
-        self.conv1 = nn.Conv2d(in_chans, c1, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(c1)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        ins, outs, strides = (c1, c1, c2, c3), (c1, c2, c3, c4), (1, 2, 2, 2)
-        layers = []
-        for cin, cout, stride, n in zip(ins, outs, strides, depths, strict=True):
-            layers.append(
-                nn.Sequential(BasicBlock(cin, cout, stride), *[BasicBlock(cout, cout) for _ in
-                                                               range(n - 1)])
-            )
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Encode ``(B, k, H, W)`` into ``[a1, a2, a3, a4]`` (strides 4..32, ``width × 1..8``)."""
-        x = _stem(self, x)
-        feats = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            feats.append(x)
-        return feats
+        super().__init__(width, in_chans=in_chans, depths=depths)
 
 
 def _stem(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 
 from roadx.errors import InputError
 from roadx.models.base import RoadModel
+from roadx.models.blocks import init_conv_bn_
 from roadx.models.card import ModelCard, imagenet_rgb_bands
 
 __all__ = [
@@ -282,12 +283,7 @@ class DDRNet(RoadModel):
         self.spp = DAPPM(16 * p, spp_planes, 4 * p)
         self.final_layer = SegmentHead(4 * p, head_planes)
         self.seghead_extra = SegmentHead(high, head_planes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
 
     def outputs(self, x: torch.Tensor, *, aux: bool) -> tuple[torch.Tensor, ...]:
         """``(B, C, H, W)`` -> ``(main,)`` or ``(main, aux)`` logits, each ``(B, 1, H, W)``."""
