@@ -361,7 +361,7 @@ def predict_many(
         roadx.errors.InputError: no scenes, an empty folder, a pattern without match, an
             unknown format or setting, output names of two scenes that collide (same stem),
             a folder name that looks like a file, ``options`` with another model than
-            ``predictor``.
+            ``predictor``, ``options.aux`` (an auxiliary raster pairs with one scene).
         roadx.errors.OutputError: an unwritable folder, an index.json that is not roadx's.
         roadx.errors.OutputExistsError: outputs exist that this batch did not write (pass
             ``overwrite``).
@@ -383,6 +383,11 @@ def predict_many(
     if options.probability_path is not None or options.preview_path is not None:
         raise InputError("for many scenes give prob_dir/preview_dir (folders), not "
                          "probability_path/preview_path")
+    if options.aux is not None:
+        raise InputError(
+            f"--aux {options.aux} pairs one auxiliary raster with one scene; a batch of scenes "
+            "cannot take it. Run roadx predict SCENE --aux AUX -o OUT.gpkg for each scene."
+        )
     if fmt not in FORMATS:
         raise InputError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     names = expand_scenes(scenes)

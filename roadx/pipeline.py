@@ -10,8 +10,10 @@ io → pipeline       :class:`roadx.io.Scene`: CRS, affine transform, size and G
                     processing grid, band indexes in model order, valid mask, uint16 stretch
 tiling → predict    :class:`roadx.tiling.TileGrid`: global grid from pixel (0, 0); each tile a
                     boundless ``read`` window and the ``core`` it owns
-io → predict        ``read_window(Window) -> (image (3, h, w) uint8, valid (h, w) bool)``
-predict → model     ``(B, 3, tile_px, tile_px)`` float32 scaled per the ModelCard
+io → predict        ``read_window_aux(Window) -> (image (C, h, w) uint8, valid (h, w) bool,
+                    aux_valid (h, w) bool | None)``; C = the card's bands
+predict → model     ``(B, C, tile_px, tile_px)`` float32 scaled per the ModelCard, NaN in
+                    ``nir``/``aux`` channels where the ``--aux`` raster has no data
 model → predict     ``(B, 1, H, W)`` logits
 predict → pipeline  finished full-width row bands ``(Window, prob (h, W) float32, NaN = nodata)``
 pipeline → io       the same bands → :class:`roadx.io.ProbabilityWriter` (optional)
@@ -92,7 +94,15 @@ class ExtractOptions:
         tile_px: window side in pixels (None: the card's ``tile_px``).
         overlap_px: overlap between neighbouring windows in pixels (None: a quarter of the
             window, i.e. 256 px for 1024 px windows — about the receptive-field margin).
-        bands: 1-based source bands in R,G,B order (None: from the colour interpretation).
+        bands: 1-based source bands in R,G,B order (None: from the colour interpretation);
+            R,G,B,NIR for a model with a near-infrared input that reads it from the scene.
+        aux: a separate, co-registered raster (any CRS and GSD; uint8, uint16 or float; a
+            local path or a GDAL path/URL) that supplies the model's near-infrared/auxiliary
+            channels (card roles ``nir``/``aux``) from its band 1 (bands 1..k for k such
+            channels); the scene then supplies R,G,B. Warped onto the scene's processing grid
+            window by window; where it has no data (nodata, masked, outside its extent) the
+            model gets "no auxiliary data" (NaN) and computes its RGB-only path there. See
+            :func:`roadx.io.raster.open_aux`. None: the scene supplies every channel.
         gsd_m: metres per pixel for an image without georeferencing: outputs then have no
             CRS and lie at ``x = col * gsd_m``, ``y = -row * gsd_m`` (GDAL/QGIS's placement
             of such an image, scaled to metres; see :func:`roadx.io.raster.pixel_space_transform`).
@@ -113,7 +123,8 @@ class ExtractOptions:
             that needs more memory than the machine has is refused anyway.
 
     Raises:
-        roadx.errors.InputError: ``tile_px`` is not a positive multiple of 32.
+        roadx.errors.InputError: ``tile_px`` is not a positive multiple of 32; ``aux``
+            together with 4 ``bands`` (R,G,B,NIR from the scene).
     """
 
     model: str = DEFAULT_MODEL
@@ -121,6 +132,7 @@ class ExtractOptions:
     tile_px: int | None = None
     overlap_px: int | None = None
     bands: tuple[int, ...] | None = None
+    aux: str | None = None
     gsd_m: float | None = None
     resample: bool = True
     probability_path: Path | None = None
@@ -138,6 +150,15 @@ class ExtractOptions:
                 f"--tile {self.tile_px}: the window must be a positive multiple of 32 px (the "
                 f"networks downsample by 32), e.g. {max(32, round(self.tile_px / 32) * 32)}"
             )
+        if self.aux is not None:
+            object.__setattr__(self, "aux", os.fspath(self.aux))
+            if self.bands is not None and len(self.bands) == 4:
+                raise InputError(
+                    f"--aux {self.aux} supplies the near-infrared/auxiliary channel, but --bands "
+                    f"{','.join(map(str, self.bands))} takes 4 bands (R,G,B,NIR) from the scene; "
+                    "with --aux give the scene's R,G,B (e.g. --bands 1,2,3), or drop --aux to "
+                    "read the NIR band from the scene."
+                )
 
 
 @dataclass
@@ -172,6 +193,7 @@ class ExtractResult:
     seconds: float
     windows_per_s: float
     km2_per_h: float
+    aux: str | None = None
 
 
 class _RasterGrid(Protocol):
@@ -261,6 +283,7 @@ def _check_outputs(
     """Every output of a run, before any work: writable names, no clash with each other or
     with the input scene (also through links, also with ``--overwrite``)."""
     from roadx.io import check_output_path, vector_output_paths
+    from roadx.io.raster import scene_reference
 
     if output is not None:
         vector_output_paths(output, overwrite=options.overwrite, suffixes=VECTOR_SUFFIXES)
@@ -279,6 +302,12 @@ def _check_outputs(
                 and Path(out).resolve() == scene_path.resolve()):
             raise OutputError(
                 f"{out} is the input scene {scene_path} (also through links); roadx never "
+                "writes over its input: choose another output path"
+            )
+        aux = None if options.aux is None else scene_reference(options.aux)
+        if out is not None and isinstance(aux, Path) and Path(out).resolve() == aux.resolve():
+            raise OutputError(
+                f"{out} is the auxiliary raster --aux {aux} (also through links); roadx never "
                 "writes over its input: choose another output path"
             )
 
@@ -435,8 +464,9 @@ def predict_roads(
             ``options`` then defaults to the predictor's, and must name the same weights,
             model, device and precision.
         **settings: shortcuts that override ``options``: ``weights``, ``model``, ``gsd_m``,
-            ``bands``, ``probability_path`` (also write the probability GeoTIFF there),
-            ``overwrite``, ``threads``, ``force`` (:class:`ExtractOptions` fields); ``tta``,
+            ``bands``, ``aux`` (a separate NIR/auxiliary raster for a multimodal model, see
+            :class:`ExtractOptions`), ``probability_path`` (also write the probability
+            GeoTIFF there), ``overwrite``, ``threads``, ``force`` (:class:`ExtractOptions` fields); ``tta``,
             ``device``, ``precision``, ``batch_size`` (:class:`roadx.predict.PredictOptions`);
             ``threshold``, ``min_spur_m``, ``simplify_m``, ``bridge_m``, ...
             (:class:`roadx.vectorize.VectorizeParams`).
@@ -573,10 +603,12 @@ def _run(
         predictor.check_options(options)
     weights, device, precision = predictor.weights, predictor.device, predictor.precision
     model, card, weights_sha256 = predictor.model, predictor.card, predictor.weights_sha256
+    if options.aux is not None:
+        _check_aux_card(options.aux, card, weights)
     provenance = _provenance(
         options.vectorize, scene=str(scene_path), model=card.name, weights=str(weights),
         weights_sha256=weights_sha256, tta=options.predict.tta, device=str(device),
-        precision=precision.name,
+        precision=precision.name, **({} if options.aux is None else {"aux": options.aux}),
     )
 
     start = time.perf_counter()
@@ -586,6 +618,7 @@ def _run(
         band_order=card.band_names,
         target_gsd_m=card.gsd_m if options.resample else None,
         gsd_m=options.gsd_m,
+        aux=options.aux,
     ) as scene:
         if output is not None:
             _check_geojson_possible(scene_path, scene, output)
@@ -617,7 +650,7 @@ def _run(
         vectorizer = _band_vectorizer(scene, options.vectorize)
         if source is None:
             bands = predict_scene(
-                scene.read_window, grid, model, card, options.predict, on_progress=advance
+                scene.read_window_aux, grid, model, card, options.predict, on_progress=advance
             )
         else:
             bands = source(scene, grid, advance)
@@ -677,9 +710,34 @@ def _run(
             seconds=round(seconds, 2),
             windows_per_s=round(total / seconds, 3) if seconds > 0 else math.inf,
             km2_per_h=round(area_km2 / (seconds / 3600), 2) if seconds > 0 else math.inf,
+            aux=options.aux,
         )
     log.info("extracted %d roads (%.2f km) in %.1f s", result.roads, result.total_km, seconds)
     return RoadNetwork(network, provenance, result), result
+
+
+def _check_aux_card(aux: str, card: Any, weights: Path) -> None:
+    """Refuse ``--aux`` for a model that has no channel for it: a card without ``nir``/``aux``
+    bands, or one whose other non-R,G,B bands (e.g. ``pan``) an auxiliary raster cannot
+    supply.
+
+    Raises:
+        roadx.errors.InputError: naming the auxiliary raster, the model and its bands.
+    """
+    names = ",".join(card.band_names)
+    if not card.aux_channels:
+        raise InputError(
+            f"--aux {aux}: model {card.name!r} ({weights}) has no near-infrared or auxiliary "
+            f"input band (its bands: {names}); use a multimodal model such as --model "
+            "d3fnet34-mm, or drop --aux."
+        )
+    others = [b.name for i, b in enumerate(card.bands)
+              if b.name not in ("R", "G", "B") and i not in card.aux_channels]
+    if others:
+        raise InputError(
+            f"--aux {aux}: model {card.name!r} ({weights}) has bands {names}; an auxiliary "
+            f"raster supplies only near-infrared/auxiliary bands, not {','.join(others)}."
+        )
 
 
 PREVIEW_MAX_PX = 2048

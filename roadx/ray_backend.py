@@ -237,7 +237,7 @@ class _StripeWorker:
             windows[0] += n
 
         bands = [(w.row_off, prob) for w, prob in predict_scene(
-            scene.read_window, grid, self.predictor.model, self.predictor.card, options,
+            scene.read_window_aux, grid, self.predictor.model, self.predictor.card, options,
             on_progress=count, rows=rows)]
         return StripeResult(rows=rows, bands=bands, windows=windows[0],
                             seconds=time.perf_counter() - start,

@@ -114,6 +114,17 @@ def predict(
         typer.Option(help="Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band; "
                      "R,G,B,NIR (e.g. 1,2,3,4) for a model with a near-infrared input."),
     ] = None,
+    aux: Annotated[
+        str | None,
+        typer.Option(
+            "--aux", metavar="PATH",
+            help="Separate, co-registered raster (any CRS and GSD; band 1; uint8, uint16 or "
+            "float) supplying the near-infrared/auxiliary input of a multimodal model (e.g. "
+            "--model d3fnet34-mm); warped onto the scene's grid, the scene gives R,G,B. Where "
+            "it has no data (nodata, outside its extent) the model uses RGB alone. One scene "
+            "only.",
+        ),
+    ] = None,
     gsd: GsdOpt = None,
     prob: Annotated[
         Path | None,
@@ -193,6 +204,9 @@ def predict(
 
     On a Ray cluster: roadx predict tiles/ -o out/ --backend ray --ray-address auto
     --merge out/all_roads.gpkg
+
+    RGB scene + a separate NIR raster: roadx predict rgb.tif --aux nir.tif --model
+    d3fnet34-mm -o roads.gpkg
     """
     setup_logging(verbose, quiet)
 
@@ -212,6 +226,7 @@ def predict(
         tile_px=tile,
         overlap_px=overlap,
         bands=parse_bands(bands),
+        aux=aux,
         gsd_m=gsd,
         resample=not no_resample,
         probability_path=prob,
@@ -271,6 +286,8 @@ def predict(
     table.add_row("scene", f"{result.scene} ({result.width_px}×{result.height_px} px, "
                   f"{result.gsd_m} m/px{', resampled' if result.resampled else ''})")
     table.add_row("CRS", result.crs or _no_crs(result.georeferenced))
+    if result.aux is not None:
+        table.add_row("aux", f"{result.aux} (warped onto the scene's grid)")
     table.add_row("model", f"{result.model} ({result.weights}), TTA {result.tta}")
     table.add_row("device", f"{result.device}, {result.precision} ({result.precision_reason})")
     table.add_row("windows", f"{result.windows} of {result.tile_px} px in {result.seconds:.1f} s "

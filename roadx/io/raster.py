@@ -26,6 +26,13 @@ Decisions, following ``../shared/specs/pipeline-anchors.md`` §4.6–4.8:
 * **Boundless reads** are done as a read of the part inside the grid, padded with invalid
   pixels (WarpedVRTs refuse ``boundless=True``, and it is ~50x cheaper than rasterio's
   per-call boundless VRT).
+* **Auxiliary raster** (``--aux nir.tif``, issue #11): a separate raster in any CRS and GSD
+  supplies the model's non-RGB channels (NIR, ...); :class:`AuxRaster` warps it onto the
+  processing grid with its own WarpedVRT (bilinear; average when downsampling by > 10 %),
+  read window by window with the scene. Its validity (nodata, masks, outside its extent) is
+  kept apart from the scene's (:meth:`Scene.read_window_aux`): the scene's validity decides
+  what is nodata in the outputs, the auxiliary validity what the model sees as "no auxiliary
+  data" (NaN, :mod:`roadx.models.d3fnet_mm`).
 """
 
 import logging
@@ -45,9 +52,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RioWindow
 
 from roadx.errors import InputError, SceneError
@@ -323,6 +331,30 @@ def _select_bands(
     return tuple(chosen[given.index(name)] for name in wanted)
 
 
+def _stretch_band(values: np.ndarray, lo_hi: tuple[float, float] | None) -> np.ndarray:
+    """Map one band's source values to uint8 with its scene-global stretch.
+
+    The one stretch of the inference readers: :class:`Scene` bands and :class:`AuxRaster`
+    bands alike.
+
+    Args:
+        values: ``(h, w)`` source values of one band, any numeric dtype.
+        lo_hi: the band's ``(lo, hi)`` source values mapped to 0 and 255 (2nd and 98th
+            percentiles, :func:`_check_not_empty_and_stretch`); None: ``values`` are uint8
+            already and are returned as they are.
+
+    Returns:
+        ``(h, w)`` uint8: ``rint((v - lo) * 255 / (hi - lo))`` clipped to 0..255; NaN -> 0,
+        +inf -> 255, -inf -> 0.
+    """
+    if lo_hi is None:
+        return values.astype(np.uint8, copy=False)
+    lo, hi = lo_hi
+    scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+
 def decimated_shape(height: int, width: int) -> tuple[int, int]:
     """Shape of a read whose long side is at most :data:`DECIMATED_LONG_SIDE_PX`."""
     scale = max(height, width) / DECIMATED_LONG_SIDE_PX
@@ -332,9 +364,24 @@ def decimated_shape(height: int, width: int) -> tuple[int, int]:
 
 
 def _check_not_empty_and_stretch(
-    src: DatasetReader, path: str, bands: Sequence[int], stretch: bool
+    src: DatasetReader, path: str, bands: Sequence[int], stretch: bool, *,
+    expected: str = "expected a scene with image data. Check the nodata value and --bands.",
 ) -> dict[int, tuple[float, float]]:
-    """Raise if the scene has no valid pixel; return per-band global stretch stats if asked."""
+    """Raise if the raster has no valid pixel; return per-band global stretch stats if asked.
+
+    Args:
+        src: the open source dataset (a scene, or an ``--aux`` raster).
+        path: its path, for messages.
+        bands: 1-based bands to check (and stretch).
+        stretch: compute the 2–98 % percentiles of each band (non-uint8 data).
+        expected: the end of the no-valid-pixel message (what was expected, what to do).
+
+    Returns:
+        ``{band: (lo, hi)}`` source values mapped to 0 and 255 (empty without ``stretch``).
+
+    Raises:
+        roadx.errors.SceneError: no valid pixel in ``bands``.
+    """
     unique = sorted(set(bands))
     all_valid = all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in unique)
     floating = np.issubdtype(np.dtype(src.dtypes[unique[0] - 1]), np.floating)
@@ -354,7 +401,7 @@ def _check_not_empty_and_stretch(
         if not coarse.any():
             raise SceneError(
                 f"{path} has no valid pixels in bands {tuple(unique)} (everything is nodata or "
-                "masked); expected a scene with image data. Check the nodata value and --bands."
+                f"masked); {expected}"
             )
         masks = coarse
     stats: dict[int, tuple[float, float]] = {}
@@ -373,8 +420,8 @@ class SceneSpec:
     """How a scene was opened: a picklable value that opens the same scene again elsewhere
     (another process or machine that sees the same path), e.g. on a Ray worker.
 
-    Attributes: the arguments of :func:`open_scene` (``path`` as a string: a local path or
-    a GDAL path/URL).
+    Attributes: the arguments of :func:`open_scene` (``path`` and ``aux`` as strings: local
+    paths or GDAL paths/URLs).
     """
 
     path: str
@@ -382,15 +429,16 @@ class SceneSpec:
     band_order: tuple[str, ...]
     target_gsd_m: float | None
     gsd_m: float | None
+    aux: str | None = None
 
     def open(self) -> "Scene":
-        """Open the scene again (same processing grid, bands and stretch).
+        """Open the scene again (same processing grid, bands, stretch and auxiliary raster).
 
         Raises:
             As :func:`open_scene`.
         """
         return open_scene(self.path, bands=self.bands, band_order=self.band_order,
-                          target_gsd_m=self.target_gsd_m, gsd_m=self.gsd_m)
+                          target_gsd_m=self.target_gsd_m, gsd_m=self.gsd_m, aux=self.aux)
 
 
 class Scene:
@@ -414,10 +462,15 @@ class Scene:
         gsd_m: ``sqrt(row * col)`` metres per processing-grid pixel.
         source_gsd_m: GSD of the source grid in metres.
         resampled: True when reads go through a WarpedVRT to ``target_gsd_m``.
-        band_indexes: 1-based source band of each output channel, in model order.
+        band_indexes: 1-based source band of each channel read from the scene, in model
+            order (with an auxiliary raster: the R,G,B channels only).
         dtype: source data type, e.g. ``"uint16"``.
-        stretch: per output channel ``(lo, hi)`` source values mapped to 0 and 255, or None
-            for uint8 scenes (no stretch).
+        stretch: per channel of ``band_indexes`` ``(lo, hi)`` source values mapped to 0 and
+            255, or None for uint8 scenes (no stretch).
+        channels: channels of :meth:`read_window` (``len(band_order)``).
+        aux: the auxiliary raster warped onto the processing grid (``--aux``), or None.
+        aux_channels: model-order positions of the channels ``aux`` supplies (``()`` without
+            one).
         spec: the :class:`SceneSpec` that opens this scene again (set by
             :func:`open_scene`).
     """
@@ -427,7 +480,8 @@ class Scene:
     def __init__(
         self, path: str, src: DatasetReader, vrt: WarpedVRT | None, *,
         georef: Georeferencing, source_gsd_m: float, band_indexes: tuple[int, ...],
-        stretch: dict[int, tuple[float, float]],
+        stretch: dict[int, tuple[float, float]], aux: "AuxRaster | None" = None,
+        aux_channels: tuple[int, ...] = (),
     ) -> None:
         self.path = Path(path)
         self._uri = path
@@ -455,66 +509,112 @@ class Scene:
         self.stretch: tuple[tuple[float, float], ...] | None = (
             tuple(stretch[b] for b in band_indexes) if stretch else None
         )
+        self.aux = aux
+        self.aux_channels = aux_channels
+        self.channels: int = len(band_indexes) + len(aux_channels)
+        self._scene_channels = [c for c in range(self.channels) if c not in aux_channels]
 
     def __repr__(self) -> str:
+        aux = "" if self.aux is None else f", aux={self.aux.path!r} -> {self.aux_channels}"
         return (
             f"Scene({str(self.path)!r}, {self.width}x{self.height} px, crs={self.crs}, "
-            f"gsd_m={self.gsd_m:.3f}, bands={self.band_indexes}, resampled={self.resampled})"
+            f"gsd_m={self.gsd_m:.3f}, bands={self.band_indexes}, resampled={self.resampled}"
+            f"{aux})"
         )
 
-    def _read_inside(self, window: Window, masks_only: bool) -> tuple[Window, Any, np.ndarray]:
-        """Read data and validity for the part of ``window`` inside the grid."""
+    def _read_inside(
+        self, window: Window, masks_only: bool
+    ) -> tuple[Window, Any, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]:
+        """Read data and validity for the part of ``window`` inside the grid, and the
+        auxiliary raster's ``(data, valid)`` there (None: masks only, or no aux raster)."""
         inner = window.intersection(Window(0, 0, self.height, self.width))
         if inner.height == 0 or inner.width == 0:
-            return inner, None, np.zeros(inner.shape, dtype=bool)
+            return inner, None, np.zeros(inner.shape, dtype=bool), None
         rio = RioWindow(inner.col_off, inner.row_off, inner.width, inner.height)
+        aux = None
         try:
             with self._lock, gdal_env(self._uri):
                 if self._closed:  # a reader thread outliving its run (e.g. after Ctrl-C)
                     raise InputError(f"{self._uri} was closed; reading {window} stopped.")
                 masks = self._reader.read_masks(self._mask_bands, window=rio)
                 data = None if masks_only else self._reader.read(self._bands, window=rio)
+                if not masks_only and self.aux is not None:
+                    aux = self.aux.read(rio)  # under the same lock: closed with the scene
         except RasterioIOError as err:
             raise InputError(f"{self._uri}: reading {window} failed ({gdal_reason(err)}); the "
                              "file may be corrupt or truncated.") from err
         valid = (masks >= VALID_MIN).any(axis=0)
         if data is not None and np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
-        return inner, data, valid
+        return inner, data, valid, aux
 
     def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read one window of the processing grid (boundless).
 
         Memory is ``O(window)``: only the window's pixels are read, from the source or the
-        WarpedVRT.
+        WarpedVRT (and from the auxiliary raster's WarpedVRT).
 
         Args:
             window: rows/cols of the processing grid; may extend past any scene edge.
 
         Returns:
-            ``image``: ``(C, h, w)`` uint8 with ``C = len(band_order)`` (3) channels in model
-            band order; stretched with the scene-global stats for non-uint8 sources; 0 where
-            invalid. ``valid``: ``(h, w)`` bool, False outside the scene and where masked.
+            ``image``: ``(C, h, w)`` uint8 with ``C = len(band_order)`` channels in model
+            band order (3, or 4 for B,G,R,NIR); stretched with the scene-global stats for
+            non-uint8 sources; 0 where invalid. With an auxiliary raster its channels
+            (:attr:`aux_channels`) come from it, 0 where it has no data (see
+            :meth:`read_window_aux` for where that is). ``valid``: ``(h, w)`` bool, False
+            outside the scene and where masked (the scene's own validity, whatever the
+            auxiliary raster holds).
         """
-        image = np.zeros((len(self.band_indexes), window.height, window.width), dtype=np.uint8)
+        image, valid, _ = self.read_window_aux(window)
+        return image, valid
+
+    def read_window_aux(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`read_window` plus where the auxiliary raster has data.
+
+        This is the reader :func:`roadx.predict.predict_scene` gets: it turns the auxiliary
+        channels into NaN (the multimodal models' "no auxiliary data") where ``aux_valid`` is
+        False.
+
+        Args:
+            window: rows/cols of the processing grid; may extend past any scene edge.
+
+        Returns:
+            ``(image, valid, aux_valid)``: ``image`` and ``valid`` as :meth:`read_window`;
+            ``aux_valid`` ``(h, w)`` bool, True where every auxiliary band has data (inside
+            the auxiliary raster's extent, not nodata or masked, finite), also where the scene
+            itself is invalid; None for a scene without an auxiliary raster.
+
+        Raises:
+            roadx.errors.InputError: the scene or the auxiliary raster cannot be read there
+                (corrupt, truncated), or the scene was closed.
+        """
+        image = np.zeros((self.channels, window.height, window.width), dtype=np.uint8)
         valid = np.zeros(window.shape, dtype=bool)
-        inner, data, inner_valid = self._read_inside(window, masks_only=False)
+        aux_valid = None if self.aux is None else np.zeros(window.shape, dtype=bool)
+        inner, data, inner_valid, aux = self._read_inside(window, masks_only=False)
         if data is None:
-            return image, valid
+            return image, valid, aux_valid
         rows, cols = inner.relative_to(window)
         valid[rows, cols] = inner_valid
-        for channel, band in enumerate(self.band_indexes):
+        for channel, band in zip(self._scene_channels, self.band_indexes, strict=True):
             values = data[self._bands.index(band)]
             image[channel, rows, cols] = self._to_uint8(band, values)
+        if aux is not None and aux_valid is not None:
+            aux_image, aux_inside = aux
+            aux_valid[rows, cols] = aux_inside
+            for i, channel in enumerate(self.aux_channels):
+                image[channel, rows, cols] = aux_image[i]
         image[:, ~valid] = 0
-        return image, valid
+        return image, valid, aux_valid
 
     def read_overview(self, max_side_px: int) -> np.ndarray:
         """The whole scene decimated to at most ``max_side_px`` on its longer side.
 
         Read from the source's overviews where it has them (GDAL picks the level), else by
         decimated reads; memory is that of the result. Same band order and stretch as
-        :meth:`read_window`; invalid pixels are 0.
+        :meth:`read_window`; invalid pixels are 0. Auxiliary channels are 0 (a preview shows
+        the scene's colours only).
 
         Returns:
             ``(C, h, w)`` uint8, ``h / height == w / width`` up to rounding (of the processing
@@ -527,37 +627,34 @@ class Scene:
             data = source.read(self._bands, out_shape=(len(self._bands), *shape),
                                resampling=Resampling.average, masked=True)
         valid = ~np.ma.getmaskarray(data).any(axis=0)
-        image = np.zeros((len(self.band_indexes), *shape), np.uint8)
-        for channel, band in enumerate(self.band_indexes):
+        image = np.zeros((self.channels, *shape), np.uint8)
+        for channel, band in zip(self._scene_channels, self.band_indexes, strict=True):
             image[channel] = self._to_uint8(band, np.ma.getdata(data[self._bands.index(band)]))
         image[:, ~valid] = 0
         return image
 
     def _to_uint8(self, band: int, values: np.ndarray) -> np.ndarray:
         """Map one band's source values to uint8 with the global stretch."""
-        if not self._stats:
-            return values.astype(np.uint8, copy=False)
-        lo, hi = self._stats[band]
-        scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
-        return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+        return _stretch_band(values, self._stats.get(band))
 
     def valid_fraction_in(self, window: Window) -> float:
         """Fraction of ``window`` (pixels outside the scene count as invalid) that is valid."""
         if window.height == 0 or window.width == 0:
             return 0.0
-        _, _, valid = self._read_inside(window, masks_only=True)
+        _, _, valid, _ = self._read_inside(window, masks_only=True)
         return float(valid.sum()) / (window.height * window.width)
 
     def close(self) -> None:
-        """Close the WarpedVRT (if any) and the dataset, after a read in progress on another
-        thread has ended; later reads raise :class:`~roadx.errors.InputError` instead of
-        touching freed GDAL memory."""
+        """Close the WarpedVRT (if any), the dataset and the auxiliary raster, after a read
+        in progress on another thread has ended; later reads raise
+        :class:`~roadx.errors.InputError` instead of touching freed GDAL memory."""
         with self._lock:
             self._closed = True
             if self._vrt is not None:
                 self._vrt.close()
             self._src.close()
+            if self.aux is not None:
+                self.aux.close()
 
     def __enter__(self) -> "Scene":
         return self
@@ -570,12 +667,13 @@ class Scene:
 def open_scene(
     path: str | os.PathLike[str], *, bands: Sequence[int] | None = None,
     band_order: Sequence[str] = ("B", "G", "R"), target_gsd_m: float | None = None,
-    gsd_m: float | None = None,
+    gsd_m: float | None = None, aux: str | os.PathLike[str] | None = None,
 ) -> Scene:
     """Open a scene raster for windowed reading on its processing grid.
 
     Only metadata and one decimated read (long side <= 1024 px, for the empty-scene check and
     the uint16 stretch) happen here; pixels are read later by :meth:`Scene.read_window`.
+    With ``aux`` the same holds for the auxiliary raster (:func:`open_aux`).
 
     Args:
         path: a GeoTIFF or any raster GDAL reads (1..N bands, uint8/uint16/float, any CRS).
@@ -595,42 +693,98 @@ def open_scene(
             (``georeferenced=False``). For a geotransform without CRS (world file) it gives
             the metres per pixel; ignored for georeferenced rasters.
             See :func:`read_georeferencing`.
+        aux: a separate, co-registered raster (any CRS and GSD; uint8, uint16 or float) that
+            supplies the channels of ``band_order`` other than R, G and B (e.g. NIR), from
+            its first image bands (band 1 for one such channel); the scene then supplies
+            R,G,B only (``bands``: 1 or 3 bands). It is warped onto the processing grid
+            window by window (:func:`open_aux`); where it has no data,
+            :meth:`Scene.read_window_aux` says so. Needs a scene with a CRS.
 
     Returns:
         The open :class:`Scene`.
 
     Raises:
-        roadx.errors.InputError: the file does not exist or is not a raster GDAL can read.
+        roadx.errors.InputError: the file does not exist or is not a raster GDAL can read;
+            ``aux`` with 4 ``bands`` or with a ``band_order`` of R, G, B only.
         roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; a world file in
-            degrees without CRS and no ``gsd_m``; invalid ``bands``; no valid pixel.
+            degrees without CRS and no ``gsd_m``; invalid ``bands``; no valid pixel; ``aux``
+            with a scene without CRS; every error of :func:`open_aux`.
 
     References:
         ``../shared/specs/pipeline-anchors.md`` §4.6–4.8 (nodata, bands and dtype, GSD);
         CRESI ``create_8bit_images`` (2–98 % percentile stretch).
     """
+    aux_uri = None if aux is None else os.fspath(aux)
+    aux_channels = () if aux_uri is None else _aux_channels(path, aux_uri, bands, band_order)
+    scene_order = [n for i, n in enumerate(band_order) if i not in aux_channels]
     uri, src = open_dataset(path)
+    vrt: WarpedVRT | None = None
+    aux_raster: AuxRaster | None = None
     try:
         with gdal_env(uri):
             georef = read_georeferencing(src, uri, gsd_m)
-            band_indexes = _select_bands(src, uri, bands, band_order)
+            if aux_uri is not None and georef.crs is None:
+                what = "a CRS (only a geotransform)" if georef.georeferenced else (
+                    "georeferencing (a plain image)")
+                raise SceneError(
+                    f"{uri} has no {what}, so the auxiliary raster --aux {aux_uri} cannot be "
+                    "warped onto it; give the scene a CRS, or drop --aux."
+                )
+            band_indexes = _select_bands(src, uri, bands, scene_order)
             stretch_needed = src.dtypes[band_indexes[0] - 1] != "uint8"
             stats = _check_not_empty_and_stretch(src, uri, band_indexes, stretch_needed)
-            source_gsd, vrt = georef.gsd_m, None
+            source_gsd = georef.gsd_m
             if target_gsd_m is not None and (
                 abs(source_gsd - target_gsd_m) / target_gsd_m > RESAMPLE_TOLERANCE
             ):
                 vrt, georef = _warped_grid(src, georef, target_gsd_m)
+        if aux_uri is not None:
+            reader = vrt if vrt is not None else src
+            aux_raster = open_aux(aux_uri, scene=uri, crs=georef.crs, transform=georef.transform,
+                                  width=reader.width, height=reader.height, gsd_m=georef.gsd_m,
+                                  count=len(aux_channels))
     except BaseException:
+        if vrt is not None:
+            vrt.close()
         src.close()
         raise
     scene = Scene(uri, src, vrt, georef=georef, source_gsd_m=source_gsd,
-                  band_indexes=band_indexes, stretch=stats)
+                  band_indexes=band_indexes, stretch=stats, aux=aux_raster,
+                  aux_channels=aux_channels)
     scene.spec = SceneSpec(uri, None if bands is None else tuple(bands), tuple(band_order),
-                           target_gsd_m, gsd_m)
+                           target_gsd_m, gsd_m, aux_uri)
     logger.info("opened %r", scene)
     if scene.stretch:
         logger.info("global stretch (lo, hi) per channel: %s", scene.stretch)
     return scene
+
+
+def _aux_channels(
+    scene: str | os.PathLike[str], aux: str, bands: Sequence[int] | None,
+    band_order: Sequence[str],
+) -> tuple[int, ...]:
+    """Model-order positions of the channels an ``--aux`` raster supplies: every channel of
+    ``band_order`` that is not R, G or B (the scene supplies those).
+
+    Raises:
+        roadx.errors.InputError: ``band_order`` has no such channel; ``bands`` names 4 bands
+            (R,G,B,NIR from the scene, so the auxiliary raster would have nothing to supply).
+    """
+    channels = tuple(i for i, name in enumerate(band_order) if name not in _COLOURS)
+    if not channels:
+        raise InputError(
+            f"--aux {aux}: the model's input ({','.join(band_order)}) has no near-infrared or "
+            "auxiliary channel for it; use a multimodal model (e.g. --model d3fnet34-mm), or "
+            "drop --aux."
+        )
+    if bands is not None and len(bands) == 4:
+        raise InputError(
+            f"--aux {aux} supplies the {','.join(band_order[i] for i in channels)} channel, but "
+            f"--bands {','.join(map(str, bands))} takes 4 bands (R,G,B,NIR) from the scene "
+            f"{os.fspath(scene)}; with --aux give the scene's R,G,B (e.g. --bands 1,2,3), or "
+            "drop --aux to read the NIR band from the scene."
+        )
+    return channels
 
 
 def _warped_grid(
@@ -666,3 +820,185 @@ def _warped_grid(
                        "has (%.2f m/px)", src.name, 1 / factor, georef.gsd_m)
     size = (row_m * sy, col_m * sx)
     return vrt, Georeferencing(georef.crs, transform, georef.georeferenced, size)
+
+
+class AuxRaster:
+    """An auxiliary raster (``--aux``: NIR, nDSM, SAR, ...) warped onto a scene's processing
+    grid, read window by window together with the scene.
+
+    Create it with :func:`open_aux` (:func:`open_scene` does, given ``aux``). Reads go through
+    a :class:`rasterio.vrt.WarpedVRT` whose grid *is* the scene's processing grid (same CRS,
+    transform and size), so a window of the scene is the same window here; GDAL warps only
+    the pixels of that window (memory ``O(window)``, never the whole auxiliary raster).
+    Not thread-safe: :class:`Scene` calls :meth:`read` under its own lock.
+
+    Attributes:
+        path: the auxiliary raster as given (a local path or a GDAL path/URL).
+        band_indexes: its 1-based source band of each auxiliary channel.
+        dtype: its source data type, e.g. ``"uint16"``.
+        stretch: per channel ``(lo, hi)`` source values mapped to 0 and 255 (2–98 %
+            percentiles of the whole auxiliary raster, :func:`_stretch_band`), or None for
+            uint8 data (no stretch).
+        resampling: ``bilinear``, or ``average`` when its pixels are more than 10 % finer
+            than the processing grid's (downsampling).
+        gsd_m: its own metres per pixel.
+    """
+
+    def __init__(self, path: str, src: DatasetReader, vrt: WarpedVRT, *,
+                 band_indexes: tuple[int, ...], stretch: dict[int, tuple[float, float]],
+                 resampling: Resampling, gsd_m: float) -> None:
+        self.path = path
+        self._src = src
+        self._vrt = vrt
+        self.band_indexes = band_indexes
+        self.dtype: str = src.dtypes[band_indexes[0] - 1]
+        self._stats = stretch
+        self.stretch: tuple[tuple[float, float], ...] | None = (
+            tuple(stretch[b] for b in band_indexes) if stretch else None
+        )
+        self.resampling = resampling
+        self.gsd_m = gsd_m
+        flags = vrt.mask_flag_enums
+        shared = all(MaskFlags.per_dataset in flags[b - 1] for b in band_indexes)
+        self._mask_bands = list(band_indexes[:1] if shared else band_indexes)
+
+    def __repr__(self) -> str:
+        return (f"AuxRaster({self.path!r}, bands={self.band_indexes}, dtype={self.dtype}, "
+                f"gsd_m={self.gsd_m:.3f}, resampling={self.resampling.name})")
+
+    def read(self, window: RioWindow) -> tuple[np.ndarray, np.ndarray]:
+        """Read one window of the processing grid that lies inside that grid.
+
+        Args:
+            window: a rasterio window of the scene's processing grid, within its bounds.
+
+        Returns:
+            ``(image, valid)``: ``image`` ``(k, h, w)`` uint8, one channel per
+            ``band_indexes``, stretched like the scene's bands for non-uint8 data, 0 where
+            not valid; ``valid`` ``(h, w)`` bool, True where every band has data: inside the
+            raster's extent, not nodata or masked (through the VRT's alpha band), finite.
+
+        Raises:
+            roadx.errors.InputError: GDAL cannot read or warp the raster there.
+        """
+        bands = list(self.band_indexes)
+        try:
+            with gdal_env(self.path):
+                masks = self._vrt.read_masks(self._mask_bands, window=window)
+                data = self._vrt.read(bands, window=window)
+        except RasterioIOError as err:
+            raise InputError(f"--aux {self.path}: reading the window at row {window.row_off}, "
+                             f"col {window.col_off} failed ({gdal_reason(err)}); the file may "
+                             "be corrupt or truncated.") from err
+        valid = (masks >= VALID_MIN).all(axis=0)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+        image = np.stack([_stretch_band(values, self._stats.get(band))
+                          for values, band in zip(data, bands, strict=True)])
+        image[:, ~valid] = 0
+        return image, valid
+
+    def close(self) -> None:
+        """Close the WarpedVRT and the dataset."""
+        self._vrt.close()
+        self._src.close()
+
+
+def open_aux(
+    path: str | os.PathLike[str], *, scene: str | os.PathLike[str], crs: CRS,
+    transform: Affine, width: int, height: int, gsd_m: float, count: int = 1,
+) -> AuxRaster:
+    """Open an auxiliary raster warped onto a scene's processing grid.
+
+    The raster may have any CRS and GSD; it is warped with bilinear resampling, or
+    ``average`` when its pixels are more than 10 % finer than the grid's (downsampling), like
+    the scene's own resampling. Its nodata value, masks and alpha band, and everything
+    outside its extent, become "no data" (the VRT's alpha band). Non-uint8 data are
+    stretched to uint8 with the scene bands' 2–98 % percentile stretch, computed from one
+    decimated read of the whole auxiliary raster (scene-global, never per window). Only
+    metadata and that read happen here.
+
+    Args:
+        path: the auxiliary raster: any raster GDAL reads, with a CRS and a geotransform;
+            its first ``count`` image (non-alpha) bands are used.
+        scene: the scene's path, for messages.
+        crs: CRS of the processing grid (:attr:`Scene.crs`).
+        transform: pixel -> CRS coordinates of the processing grid.
+        width: processing grid width in pixels.
+        height: processing grid height in pixels.
+        gsd_m: metres per processing-grid pixel.
+        count: auxiliary channels wanted (1 for NIR).
+
+    Returns:
+        The open :class:`AuxRaster`.
+
+    Raises:
+        roadx.errors.InputError: the file does not exist or is not a raster GDAL can read.
+        roadx.errors.SceneError: it has no CRS or no geotransform; fewer than ``count`` image
+            bands; no valid pixel; its extent does not overlap the scene's.
+    """
+    uri, src = open_dataset(path)
+    try:
+        with gdal_env(uri):
+            if src.transform.is_identity or src.crs is None:
+                what = "CRS" if not src.transform.is_identity else "CRS/geotransform"
+                gcps = " (only GCPs/RPCs: orthorectify it first)" if (
+                    src.gcps[0] or src.rpcs) else ""
+                raise SceneError(
+                    f"--aux {uri} has no {what}{gcps}, so it cannot be warped onto the grid of "
+                    f"the georeferenced scene {os.fspath(scene)} ({crs}); give it a CRS and a "
+                    "geotransform."
+                )
+            image = [i + 1 for i, c in enumerate(src.colorinterp) if c != ColorInterp.alpha]
+            if len(image) < count:
+                raise SceneError(
+                    f"--aux {uri} has {len(image)} image band(s); the model needs {count} "
+                    "auxiliary band(s) from it."
+                )
+            bands = tuple(image[:count])
+            stats = _check_not_empty_and_stretch(
+                src, uri, bands, src.dtypes[bands[0] - 1] != "uint8",
+                expected="expected auxiliary data. Check its nodata value.")
+            _check_overlap(src, uri, os.fspath(scene), crs, transform, width, height)
+            aux_gsd = math.sqrt(math.prod(_pixel_size_m(src.crs, src.transform, src.width,
+                                                        src.height)))
+            resampling = (Resampling.average if gsd_m / aux_gsd > 1 + RESAMPLE_TOLERANCE
+                          else Resampling.bilinear)
+            vrt = WarpedVRT(src, crs=crs, transform=transform, width=width, height=height,
+                            resampling=resampling,
+                            add_alpha=ColorInterp.alpha not in src.colorinterp)
+    except BaseException:
+        src.close()
+        raise
+    aux = AuxRaster(uri, src, vrt, band_indexes=bands, stretch=stats, resampling=resampling,
+                    gsd_m=aux_gsd)
+    logger.info("auxiliary raster %r warped onto the %dx%d px grid of %s", aux, width, height,
+                os.fspath(scene))
+    if aux.stretch:
+        logger.info("auxiliary global stretch (lo, hi) per channel: %s", aux.stretch)
+    return aux
+
+
+def _check_overlap(src: DatasetReader, path: str, scene: str, crs: CRS, transform: Affine,
+                   width: int, height: int) -> None:
+    """Raise :class:`SceneError` when the extent of ``src`` (transformed to ``crs``) and the
+    grid's do not overlap; skipped (logged) when the extent cannot be transformed."""
+    corners = [transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    grid = (min(xs), min(ys), max(xs), max(ys))
+    try:
+        left, bottom, right, top = transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
+    except (RasterioError, ValueError) as err:
+        logger.info("cannot transform the extent of %s to %s (%s); overlap not checked", path,
+                    crs, err)
+        return
+    if not all(math.isfinite(v) for v in (left, bottom, right, top)):
+        logger.info("the extent of %s has no finite bounds in %s; overlap not checked", path, crs)
+        return
+    if left >= grid[2] or right <= grid[0] or bottom >= grid[3] or top <= grid[1]:
+        raise SceneError(
+            f"--aux {path} does not overlap the scene {scene}: in {crs.to_string() or crs} it "
+            f"covers x {left:.6g}..{right:.6g}, y {bottom:.6g}..{top:.6g}, the scene x "
+            f"{grid[0]:.6g}..{grid[2]:.6g}, y {grid[1]:.6g}..{grid[3]:.6g}; check that it is "
+            "the raster of the same area."
+        )

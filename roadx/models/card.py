@@ -247,6 +247,12 @@ class ModelCard:
         return len(self.bands)
 
     @property
+    def aux_channels(self) -> tuple[int, ...]:
+        """Network-order indexes of the channels a separate auxiliary raster may supply (roles
+        ``nir`` and ``aux``), e.g. ``(3,)`` for B, G, R, NIR; ``()`` for an RGB model."""
+        return tuple(i for i, b in enumerate(self.bands) if b.role in ("nir", "aux"))
+
+    @property
     def input_scales(self) -> tuple[float, ...]:
         """Per-channel DN multipliers, network order."""
         return tuple(float(b.scale) for b in self.bands)

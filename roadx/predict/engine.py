@@ -43,8 +43,14 @@ CPU_IMAGES_PER_FORWARD = 2
 """Default cap on images per forward pass on CPU (bounds peak memory; CPU throughput does
 not grow with the batch, and one 1024² window needs a few hundred MB of activations)."""
 
-ReadFn = Callable[[Window], tuple[np.ndarray, np.ndarray]]
-"""``read(window) -> (image (C, h, w) uint8, valid (h, w) bool)``, boundless (see roadx.io)."""
+ReadFn = Callable[
+    [Window],
+    tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray | None],
+]
+"""``read(window) -> (image (C, h, w) uint8, valid (h, w) bool)``, boundless (see roadx.io),
+optionally with a third item ``aux_valid`` ``(h, w)`` bool (or None): where the auxiliary
+raster that supplied the card's ``nir``/``aux`` channels has data
+(:meth:`roadx.io.Scene.read_window_aux`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,7 @@ class _Batch:
     has_data: list[bool]
     images: torch.Tensor  # (n, C, tile_px, tile_px) uint8, nodata = 0, n = sum(has_data)
     valid: list[np.ndarray]  # n x (tile_px, tile_px) bool
+    aux_nodata: torch.Tensor | None = None  # (n, tile_px, tile_px) bool: no auxiliary data
 
 
 class _BatchReader:
@@ -113,6 +120,8 @@ class _BatchReader:
     Only ever called from one worker thread at a time (sequentially), so ``read`` need not
     be thread-safe. Windows without valid pixels are recorded but not copied; a batch
     also ends after ``16 * batch_size`` tiles so mostly-empty scenes still report progress.
+    When ``read`` gives an auxiliary validity (a third item), the batch carries where each
+    window has *no* auxiliary data (``aux_nodata``), for :meth:`_Forward.scale`.
 
     A batch never spans two grid rows: the model's floating-point results depend (in the
     last bits) on which windows share a forward pass, so a stripe of grid rows run
@@ -136,8 +145,15 @@ class _BatchReader:
         has_data: list[bool] = []
         valids: list[np.ndarray] = []
         buf: np.ndarray | None = None
+        aux_buf: np.ndarray | None = None
         for tile in self._tiles:
-            image, valid = self._read(tile.read)
+            image, valid, *rest = self._read(tile.read)
+            aux_valid = rest[0] if rest else None
+            if aux_valid is not None and aux_valid.shape != (t, t):
+                raise InputError(
+                    f"read({tile.read}) returned aux_valid {aux_valid.shape}; expected "
+                    f"({t}, {t}) (a boundless read)"
+                )
             if image.ndim != 3 or image.shape[1:] != (t, t) or valid.shape != (t, t):
                 raise InputError(
                     f"read({tile.read}) returned image {image.shape} and valid {valid.shape}; "
@@ -157,6 +173,12 @@ class _BatchReader:
                 np.copyto(x, image)
                 # nodata -> 0 (black): training pads crops with black
                 np.copyto(x, np.uint8(0), where=~valid)
+                if aux_valid is not None:
+                    if aux_buf is None:  # earlier windows of the batch: all aux data present
+                        aux_buf = np.zeros((self._capacity, t, t), dtype=bool)
+                    np.logical_not(aux_valid, out=aux_buf[len(valids)])
+                elif aux_buf is not None:
+                    aux_buf[len(valids)] = False
                 valids.append(valid)
             if (len(valids) == self._capacity or len(tiles) >= 16 * self._batch_size
                     or tile.col == self._last_col):
@@ -164,14 +186,19 @@ class _BatchReader:
         if not tiles:
             return None
         images = torch.from_numpy(buf[: len(valids)]) if buf is not None else torch.empty(0)
+        aux_nodata = None
+        if aux_buf is not None and aux_buf[: len(valids)].any():
+            aux_nodata = torch.from_numpy(aux_buf[: len(valids)])
         if self._pin and len(valids):
             images = images.pin_memory()
-        return _Batch(tiles, has_data, images, valids)
+            aux_nodata = None if aux_nodata is None else aux_nodata.pin_memory()
+        return _Batch(tiles, has_data, images, valids, aux_nodata)
 
 
 class _Forward:
     """The model side of a batch: :meth:`scale` turns uint8 windows on the device into the
-    network input (``x * band.scale + band.offset`` per card band); calling maps that input
+    network input (``x * band.scale + band.offset`` per card band, NaN in the card's
+    ``nir``/``aux`` channels where the auxiliary raster has no data); calling maps that input
     (all TTA views) to float32 probabilities, in the chosen precision and memory format.
     ``torch.compile`` failures fall back to the eager model with a warning.
     """
@@ -191,8 +218,24 @@ class _Forward:
         if options.compile:
             self.model = torch.compile(model)
 
-    def scale(self, images: torch.Tensor) -> torch.Tensor:
-        """``(n, C, H, W)`` uint8 -> float32 network input, per the card."""
+    def scale(self, images: torch.Tensor, aux_nodata: torch.Tensor | None = None) -> torch.Tensor:
+        """Network input of a batch of windows, per the card.
+
+        Args:
+            images: ``(n, C, H, W)`` uint8 in card band order.
+            aux_nodata: ``(n, H, W)`` bool, True where the auxiliary raster that supplied the
+                card's ``nir``/``aux`` channels (:attr:`ModelCard.aux_channels`) has no data;
+                None: it has data everywhere, or there is none.
+
+        Returns:
+            ``(n, C, H, W)`` float32 ``images * band.scale + band.offset``; NaN in the
+            auxiliary channels where ``aux_nodata`` (the multimodal models' "no auxiliary
+            data", :mod:`roadx.models.d3fnet_mm`).
+
+        Raises:
+            roadx.errors.InputError: ``C`` is not the card's channel count; ``aux_nodata``
+                for a card without ``nir``/``aux`` channels.
+        """
         x = images.to(torch.float32)
         if x.shape[1] != self.card.in_chans:
             raise InputError(
@@ -202,7 +245,18 @@ class _Forward:
         view = (1, -1, 1, 1)
         scale = torch.tensor(self.card.input_scales, dtype=torch.float32, device=x.device)
         offset = torch.tensor(self.card.input_offsets, dtype=torch.float32, device=x.device)
-        return x.mul_(scale.view(view)).add_(offset.view(view))
+        x = x.mul_(scale.view(view)).add_(offset.view(view))
+        if aux_nodata is not None:
+            channels = self.card.aux_channels
+            if not channels:
+                raise InputError(
+                    f"model {self.card.name!r} has no near-infrared or auxiliary band "
+                    f"({','.join(self.card.band_names)}), but the reader gave auxiliary "
+                    "validity."
+                )
+            for c in channels:
+                x[:, c].masked_fill_(aux_nodata, float("nan"))
+        return x
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, C, H, W)`` float32 network input -> ``(n, 1, H, W)`` float32 probabilities."""
@@ -257,7 +311,11 @@ def predict_scene(
     run (it counts as done for progress and its pixels come out NaN). Invalid input pixels
     are set to 0 (black), as crops are padded in training (d3fnet.md §5.2: constant border
     0), and the uint8 windows are scaled on the device per channel as ``x = image *
-    band.scale + band.offset`` for each of ``card.bands`` (float32). The model runs under
+    band.scale + band.offset`` for each of ``card.bands`` (float32). Where ``read`` reports
+    no auxiliary data (its optional ``aux_valid``), the card's ``nir``/``aux`` channels are
+    NaN instead, which the multimodal models take as "no auxiliary data here" (they then
+    compute their RGB-only path; :mod:`roadx.models.d3fnet_mm`); validity for stitching
+    stays ``valid``, the scene's own. The model runs under
     ``torch.inference_mode`` in the precision :func:`roadx.runtime.choose_precision` picks
     for ``options.precision`` (float32, or bf16/fp16 autocast), channels-last by default;
     the sigmoid of its float32 logits (skipped if ``card.output == "probabilities"``) is
@@ -268,9 +326,12 @@ def predict_scene(
 
     Args:
         read: boundless window reader, ``Window -> (image (C, tile_px, tile_px) uint8,
-            valid (tile_px, tile_px) bool)``; called from one worker thread, sequentially.
+            valid (tile_px, tile_px) bool)``, optionally with a third item ``aux_valid``
+            ``(tile_px, tile_px)`` bool or None (:data:`ReadFn`); called from one worker
+            thread, sequentially.
         grid: the scene's window grid (``tile_px`` divisible by 32 for the roadx models).
-        model: ``(B, 3, H, W)`` float32 -> ``(B, 1, H, W)`` logits (or probabilities).
+        model: ``(B, C, H, W)`` float32 -> ``(B, 1, H, W)`` logits (or probabilities),
+            ``C = card.in_chans``.
         card: the model's card (input scaling, output kind).
         options: TTA, blending, batch size, device, precision, memory format, compile.
         on_progress: called with 1 after each window (run or skipped); ``len(grid)`` in all.
@@ -288,8 +349,9 @@ def predict_scene(
     Raises:
         roadx.errors.DeviceError: CUDA requested but absent; out of memory with one window;
             bf16 requested on a GPU without bf16.
-        roadx.errors.InputError: ``read`` returned wrongly shaped arrays, or the model output
-            is not ``(B, 1, H, W)`` (the model itself raises InputError for bad sizes).
+        roadx.errors.InputError: ``read`` returned wrongly shaped arrays, or auxiliary
+            validity for a card without ``nir``/``aux`` channels, or the model output is not
+            ``(B, 1, H, W)`` (the model itself raises InputError for bad sizes).
     """
     device = resolve_device(options.device)
     precision = choose_precision(options.precision, device)
@@ -357,6 +419,8 @@ def _run_batch(
     if not batch.valid:
         return np.empty((0, 0, 0), dtype=np.float32)
     with torch.inference_mode():
-        x = forward.scale(batch.images.to(device, non_blocking=True))  # (n, C, T, T)
+        aux_nodata = (None if batch.aux_nodata is None
+                      else batch.aux_nodata.to(device, non_blocking=True))
+        x = forward.scale(batch.images.to(device, non_blocking=True), aux_nodata)  # (n,C,T,T)
         p = merge(backoff(augment(x, tta)), tta)  # (n * V, C, T, T) -> (n, 1, T, T)
         return p[:, 0].cpu().numpy()
