@@ -136,7 +136,7 @@ def probe_rate(config, tiles, seconds: float) -> float:  # noqa: ANN001
     from roadx.runtime import choose_precision
     from roadx.train.augment import AugmentParams
     from roadx.train.data import PatchDataset
-    from roadx.train.loop import band_channels
+    from roadx.train.loop import optional_bands
     from roadx.train.loss import dice_bce_loss
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -147,7 +147,8 @@ def probe_rate(config, tiles, seconds: float) -> float:  # noqa: ANN001
     params = AugmentParams(p_sensor=config.sensor_aug, p_domain=config.domain_aug,
                            scale_jitter=config.scale_jitter)
     dataset = PatchDataset(tiles, length=10**6, crop_px=config.crop_px,
-                           channels=band_channels(card), scale=card.input_scales,
+                           bands=card.band_names, optional_bands=optional_bands(card),
+                           scale=card.input_scales,
                            offset=card.input_offsets, seed=99, augment_params=params,
                            min_source_share=config.min_source_share)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size,

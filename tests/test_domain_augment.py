@@ -131,7 +131,7 @@ def test_scale_jitter_draws_other_gsds_deterministically(crop: tuple[np.ndarray,
     label = (road.astype(np.uint8) * ROAD_BIT) | VALID_BIT
     tile = Tile(image, label, Sample(Path("1.jpg"), (), "pair", "1", Path("mass")), 1.0)
     params = AugmentParams(p_domain=1.0, scale_jitter=2.0, **NO_GEOMETRY)
-    dataset = PatchDataset([tile], length=32, crop_px=128, channels=(2, 1, 0), scale=1 / 255,
+    dataset = PatchDataset([tile], length=32, crop_px=128, bands=("B", "G", "R"), scale=1 / 255,
                            offset=0.0, seed=4, augment_params=params, road_crop_ratio=0.0)
     fractions = []
     for index in range(32):
@@ -141,7 +141,7 @@ def test_scale_jitter_draws_other_gsds_deterministically(crop: tuple[np.ndarray,
         assert np.array_equal(x.numpy(), x2.numpy()) and np.array_equal(y.numpy(), y2.numpy())
         fractions.append(float(v.mean()))
     assert min(fractions) == 1.0  # every resampled window lies inside the tile
-    plain = PatchDataset([tile], length=4, crop_px=128, channels=(2, 1, 0), scale=1 / 255,
+    plain = PatchDataset([tile], length=4, crop_px=128, bands=("B", "G", "R"), scale=1 / 255,
                          offset=0.0, seed=4, augment_params=AugmentParams(**NO_GEOMETRY))
     assert plain[0][0].shape == (3, 128, 128)
 

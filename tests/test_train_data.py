@@ -181,7 +181,7 @@ def test_loss_ignores_invalid_pixels() -> None:
 def test_training_crops_avoid_nodata(shared_data: Path) -> None:
     samples = discover_samples([shared_data / "massachusetts_riya_l209"])[:2]
     tiles, _ = load_tiles(samples, gsd_m=1.0, road_width_m=4.0)
-    ds = PatchDataset(tiles, length=6, crop_px=128, channels=(2, 1, 0), scale=3.2 / 255, offset=-1.6,
+    ds = PatchDataset(tiles, length=6, crop_px=128, bands=("B", "G", "R"), scale=3.2 / 255, offset=-1.6,
                       augment_params=None)
     for i in range(len(ds)):
         x, road, valid = ds[i]
@@ -294,7 +294,7 @@ def test_small_sources_are_lifted_to_their_minimum_share(shared_data: Path, tmp_
     assert lifted[-1] == pytest.approx(0.2) and lifted.sum() == pytest.approx(1.0)
     assert lifted[0] / lifted[1] == pytest.approx(natural[0] / natural[1])
     # a scene smaller than the crop is still drawn (valid share is judged against the tile)
-    ds = PatchDataset(tiles[-1:], length=2, crop_px=512, channels=(2, 1, 0), scale=1.0, offset=0.0,
+    ds = PatchDataset(tiles[-1:], length=2, crop_px=512, bands=("B", "G", "R"), scale=1.0, offset=0.0,
                       augment_params=None)
     _, road, valid = ds[0]
     assert valid.sum() == pytest.approx(np.count_nonzero(tiles[-1].label & VALID_BIT), rel=0.01)

@@ -225,6 +225,16 @@ def train(
             p=_DATA,
         ),
     ] = None,
+    aux_suffix: Annotated[
+        str | None,
+        _opt(
+            "--aux-suffix",
+            h="Auxiliary raster (NIR, DSM, SAR) of each image for a multimodal model, matched "
+            "by stem: <stem><suffix>.* beside <stem>.* (e.g. _nir for a.tif + a_nir.tif); "
+            "default: the image's own 4th band (R,G,B,NIR).",
+            p=_DATA,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         _opt("--model", "-m", h=f"Architecture, see `roadx models` (default: {_D.model}).",
@@ -312,6 +322,7 @@ def train(
         "loss": loss, "label_tolerance_m": label_tolerance_m,
         "unlabelled_weight": unlabelled_weight,
         "checkpoint_storage": checkpoint_storage, "synthetic_share": synthetic_share,
+        "aux_suffix": aux_suffix,
         "model": model,
         "init": init, "resume": resume,
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,

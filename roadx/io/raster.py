@@ -59,11 +59,12 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RioWindow
 
 from roadx.errors import InputError, SceneError
+from roadx.io.bands import STRETCH_PERCENTILES, default_bands, stretch_limits, stretch_to_uint8
 from roadx.tiling import Window
 
 logger = logging.getLogger(__name__)
 
-STRETCH_PERCENTILES = (2.0, 98.0)
+__all__ = ["STRETCH_PERCENTILES"]  # re-exported: the stretch lives in roadx.io.bands
 DECIMATED_LONG_SIDE_PX = 1024
 RESAMPLE_TOLERANCE = 0.10
 _MAX_GRID_PX = 2**31 - 1  # GDAL's raster sizes are C ints
@@ -258,6 +259,31 @@ def _local_georeferencing(src: DatasetReader, path: str, gsd_m: float | None) ->
     return Georeferencing(None, t, True, size)
 
 
+def grid_gsd_m(crs: CRS, transform: Affine, width: int, height: int) -> float:
+    """Metres per pixel of a georeferenced grid: ``sqrt(row_m * col_m)`` (see module notes).
+
+    The one GSD rule of roadx (scenes at inference, training samples, auxiliary rasters).
+
+    Args:
+        crs: the grid's CRS (projected: its linear unit; geographic: geodesic lengths).
+        transform: the grid's affine transform.
+        width, height: grid size in pixels (a geographic grid is measured at its centre).
+
+    Returns:
+        Metres per pixel.
+    """
+    row_m, col_m = _pixel_size_m(crs, transform, width, height)
+    return math.sqrt(row_m * col_m)
+
+
+def dataset_gsd_m(src: DatasetReader) -> float | None:
+    """Metres per pixel of an open dataset (:func:`grid_gsd_m`); None without a CRS or with
+    an identity (missing) geotransform."""
+    if src.crs is None or src.transform.is_identity:
+        return None
+    return grid_gsd_m(src.crs, src.transform, src.width, src.height)
+
+
 def _pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
     """``(row, col)`` metres per pixel; geographic CRSs use geodesics at the scene centre."""
     pcrs = pyproj.CRS.from_wkt(crs.to_wkt())
@@ -281,27 +307,19 @@ def _select_bands(
 ) -> tuple[int, ...]:
     """1-based source band of each model channel, in ``band_order`` (see :func:`open_scene`)."""
     wants_nir = any(name in _NIR_NAMES for name in band_order)
-    interp, count = list(src.colorinterp), src.count
-    rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    count = src.count
     expected = "4 bands given as R,G,B,NIR" if wants_nir else (
         "1 band (panchromatic) or 3 bands given as R,G,B")
     if bands is None:
-        image = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
-        if not image:
+        roles = default_bands(src.colorinterp)  # the same choice as training (io.samples)
+        if not roles.image:
             raise SceneError(
                 f"{path} has only alpha (transparency) band(s), {count} in all, and no image "
                 "band; expected image data. If band 1 does hold the image, pass --bands 1."
             )
-        if all(c in interp for c in rgb):
-            chosen = [interp.index(c) + 1 for c in rgb]
-            if wants_nir:  # the first image band that is not R, G or B (NAIP: band 4)
-                chosen += [b for b in image if b not in chosen][:1]
-        elif wants_nir:
-            chosen = image[:4]  # R,G,B,NIR: the NAIP/PlanetScope band order
-        elif len(image) != 2:  # one panchromatic band, or the first three
-            chosen = image[:3]
-        else:
-            chosen = []
+        chosen = list(roles.colour)
+        if wants_nir:  # R,G,B + NIR (NAIP/PlanetScope order, or the first band not R,G,B)
+            chosen = [*chosen, roles.nir] if len(chosen) == 3 and roles.nir else []
         if len(chosen) != 4 if wants_nir else not chosen:
             raise SceneError(
                 f"{path} has {count} band(s) and no R,G,B{',NIR' if wants_nir else ''} colour "
@@ -334,8 +352,8 @@ def _select_bands(
 def _stretch_band(values: np.ndarray, lo_hi: tuple[float, float] | None) -> np.ndarray:
     """Map one band's source values to uint8 with its scene-global stretch.
 
-    The one stretch of the inference readers: :class:`Scene` bands and :class:`AuxRaster`
-    bands alike.
+    The one stretch of the inference readers (:class:`Scene` and :class:`AuxRaster` bands),
+    :func:`roadx.io.bands.stretch_to_uint8`, which training uses too.
 
     Args:
         values: ``(h, w)`` source values of one band, any numeric dtype.
@@ -349,10 +367,7 @@ def _stretch_band(values: np.ndarray, lo_hi: tuple[float, float] | None) -> np.n
     """
     if lo_hi is None:
         return values.astype(np.uint8, copy=False)
-    lo, hi = lo_hi
-    scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+    return stretch_to_uint8(values, *lo_hi)
 
 
 def decimated_shape(height: int, width: int) -> tuple[int, int]:
@@ -410,8 +425,7 @@ def _check_not_empty_and_stretch(
             values = data[i][masks[i]]
             if values.size == 0:
                 values = data[i][masks.any(axis=0)]
-            lo, hi = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
-            stats[band] = (lo, hi if hi > lo else lo + 1.0)
+            stats[band] = stretch_limits(values)
     return stats
 
 

@@ -16,6 +16,11 @@ Two readers return the same :class:`LabelledImage` at a requested ground sample 
 
 Valid pixels exclude nodata, alpha and internal masks, and pure-white (255, 255, 255) pixels,
 which the Massachusetts tiles use as survey no-data while their masks still draw roads there.
+
+Bands are chosen and stretched by :mod:`roadx.io.bands`, the same core inference uses: R, G, B
+(a panchromatic band repeated) by colour interpretation or NAIP/PlanetScope order, plus, when
+asked (``extra="NIR"``), the image's near-infrared band, or an auxiliary raster (NIR, DSM, SAR)
+warped onto the image grid; non-uint8 bands get the per-band 2–98 % stretch.
 """
 
 import logging
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from roadx.errors import DatasetError
+from roadx.io.bands import default_bands, stretch_limits, stretch_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +45,16 @@ class LabelledImage:
     """One training image with its road label, at one ground sample distance.
 
     Attributes:
-        image: (H, W, 3) uint8 RGB (red, green, blue; reorder to a model card's bands later).
+        image: (H, W, C) uint8 in ``bands`` order: R, G, B (reorder to a model card's bands
+            later), then the extra band when one was asked for and found (C = 4).
         road: (H, W) bool, True on road pixels.
         valid: (H, W) bool, True where the image has data (False on nodata, alpha = 0, white).
         gsd_m: ground sample distance of the arrays, metres per pixel.
         path: the image file the arrays come from.
+        bands: the name of each channel of ``image``: ``("R", "G", "B")`` or
+            ``("R", "G", "B", name)`` with the extra band's name (e.g. ``"NIR"``).
+        extra_valid: (H, W) bool, where the extra band has data (an auxiliary raster's own
+            nodata and extent); None without an extra band.
     """
 
     image: np.ndarray
@@ -51,6 +62,8 @@ class LabelledImage:
     valid: np.ndarray
     gsd_m: float
     path: Path
+    bands: tuple[str, ...] = ("R", "G", "B")
+    extra_valid: np.ndarray | None = None
 
 
 def white_nodata(image: np.ndarray) -> np.ndarray:
@@ -65,43 +78,51 @@ def white_nodata(image: np.ndarray) -> np.ndarray:
     return np.all(image == 255, axis=-1)
 
 
-def _stretch_to_uint8(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Scale (C, H, W) integer/float bands to uint8 with one scene-global 2–98 % stretch."""
-    values = bands[:, valid] if valid.any() else bands.reshape(bands.shape[0], -1)
-    lo, hi = np.percentile(values.astype(np.float64), [2.0, 98.0])
-    scale = 255.0 / max(float(hi - lo), 1e-6)
-    return np.clip((bands.astype(np.float64) - lo) * scale, 0, 255).round().astype(np.uint8)
+def _stretch_bands(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Scale (C, H, W) non-uint8 bands to uint8, each band by its own 2–98 % stretch over
+    ``valid`` (H, W) pixels (all pixels when none is valid); uint8 bands are returned as is."""
+    if bands.dtype == np.uint8:
+        return bands
+    out = np.empty(bands.shape, np.uint8)
+    for k, band in enumerate(bands):
+        values = band[valid & np.isfinite(band)] if valid.any() else band[np.isfinite(band)]
+        lo, hi = stretch_limits(values) if values.size else (0.0, 1.0)
+        out[k] = stretch_to_uint8(band, lo, hi)
+    return out
 
 
-def _rgb_and_valid(
-    alpha_bands: Sequence[bool], data: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Turn a read (C, H, W) plus its dataset mask into (H, W, 3) RGB uint8 and (H, W) valid."""
-    colour = [i for i in range(data.shape[0]) if not (i < len(alpha_bands) and alpha_bands[i])]
-    if len(colour) >= 3:
-        bands = data[colour[:3]]
-    elif len(colour) >= 1:  # grey / panchromatic: repeat the first band
-        bands = np.repeat(data[colour[:1]], 3, axis=0)
-    else:
-        bands = np.repeat(data[:1], 3, axis=0)
+def _image_and_valid(
+    path: Path, colorinterp: Sequence[object], data: np.ndarray, mask: np.ndarray, *,
+    nir: bool,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Turn a read (C, H, W) plus its dataset mask into (H, W, 3|4) uint8 and (H, W) valid.
+
+    R, G, B (or one panchromatic band, repeated) are chosen by :func:`default_bands`; with
+    ``nir`` the image's near-infrared band is appended when it has one (third value True).
+
+    Raises:
+        DatasetError: no usable colour bands (two image bands, or only alpha).
+    """
+    roles = default_bands(colorinterp)
+    if not roles.colour:
+        raise DatasetError(
+            f"{path}: {len(roles.image)} image band(s) and no R,G,B or panchromatic band "
+            "roadx can use; expected 1 band, or 3+ bands as R,G,B[,NIR]."
+        )
+    colour = list(roles.colour) * (3 if len(roles.colour) == 1 else 1)
+    with_nir = nir and roles.nir is not None
+    picked = colour + ([roles.nir] if with_nir else [])
     valid = mask > 0
-    if bands.dtype != np.uint8:
-        bands = _stretch_to_uint8(bands, valid)
-    return np.ascontiguousarray(np.moveaxis(bands, 0, -1)), valid
+    bands = _stretch_bands(data[[b - 1 for b in picked]], valid)
+    return np.ascontiguousarray(np.moveaxis(bands, 0, -1)), valid, with_nir
 
 
-def _alpha_bands(src: "object") -> list[bool]:
-    from rasterio.enums import ColorInterp
-
-    return [ci == ColorInterp.alpha for ci in src.colorinterp]
-
-
-def _read_plain(path: Path) -> tuple[np.ndarray, np.ndarray, list[bool], float | None]:
+def _read_plain(path: Path) -> tuple[np.ndarray, np.ndarray, list[object], float | None]:
     """Read an image with rasterio (Pillow as fallback).
 
     Returns:
-        (C, H, W) data, (H, W) uint8 dataset mask (0 = no data), per-band "is alpha" flags and
-        the GSD in metres (None when not georeferenced).
+        (C, H, W) data, (H, W) uint8 dataset mask (0 = no data), the bands' colour
+        interpretations and the GSD in metres (None when not georeferenced).
     """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -110,7 +131,7 @@ def _read_plain(path: Path) -> tuple[np.ndarray, np.ndarray, list[bool], float |
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                return src.read(), src.dataset_mask(), _alpha_bands(src), _pixel_size_m(src)
+                return src.read(), src.dataset_mask(), list(src.colorinterp), _gsd_m(src)
     except RasterioIOError:
         pass
     from PIL import Image, UnidentifiedImageError
@@ -123,35 +144,36 @@ def _read_plain(path: Path) -> tuple[np.ndarray, np.ndarray, list[bool], float |
             f"{path}: cannot be read as a raster ({err}); expected an image GDAL or Pillow "
             "can open. Remove it or convert it to PNG/GeoTIFF."
         ) from err
+    from rasterio.enums import ColorInterp
+
     data = np.moveaxis(arr, -1, 0)
     mask = data[3] if data.shape[0] == 4 else np.full(data.shape[1:], 255, np.uint8)
-    return data[:3], mask, [False, False, False], None
+    return data[:3], mask, [ColorInterp.red, ColorInterp.green, ColorInterp.blue], None
 
 
-def _pixel_size_m(src: "object") -> float | None:
-    """GSD of a georeferenced dataset in metres (None when it has no geotransform)."""
-    crs, transform = getattr(src, "crs", None), getattr(src, "transform", None)
-    if crs is None or transform is None or transform.is_identity:
-        return None
-    xres, yres = abs(transform.a), abs(transform.e)
-    if crs.is_geographic:
-        lat = np.deg2rad(transform.f + transform.e * src.height / 2)
-        metres_per_deg = 111_320.0
-        xres, yres = xres * metres_per_deg * np.cos(lat), yres * metres_per_deg
-    else:
-        xres, yres = xres * crs.linear_units_factor[1], yres * crs.linear_units_factor[1]
-    return float(np.sqrt(xres * yres))
+def _gsd_m(src: "object") -> float | None:
+    """GSD of a georeferenced dataset in metres, computed as inference computes it
+    (:func:`roadx.io.raster.dataset_gsd_m`); None when it has no geotransform."""
+    from roadx.io.raster import dataset_gsd_m
+
+    return dataset_gsd_m(src)
 
 
 def _resize(arr: np.ndarray, height: int, width: int, *, smooth: bool) -> np.ndarray:
-    """Resize a (H, W) or (H, W, 3) uint8 array with Pillow (box filter down, bilinear up)."""
+    """Resize a (H, W) or (H, W, C) uint8 array with Pillow, channel by channel (box filter
+    down, bilinear up; per channel, so a 4th band is never taken for alpha)."""
     from PIL import Image
 
+    if arr.ndim == 3:
+        return np.stack(
+            [_resize(arr[..., k], height, width, smooth=smooth) for k in range(arr.shape[-1])],
+            axis=-1,
+        )
     down = height < arr.shape[0]
     method = (Image.Resampling.BOX if down else Image.Resampling.BILINEAR) if smooth else (
         Image.Resampling.NEAREST
     )
-    return np.asarray(Image.fromarray(arr).resize((width, height), method))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((width, height), method))
 
 
 def resample_labelled(
@@ -163,7 +185,7 @@ def resample_labelled(
     resampled as fractions and kept where they cover at least half a pixel.
 
     Args:
-        image: (H, W, 3) uint8.
+        image: (H, W, C) uint8.
         road: (H, W) bool.
         valid: (H, W) bool.
         factor: source GSD / target GSD (0.5 halves the size).
@@ -179,6 +201,99 @@ def resample_labelled(
     return out_image, out_road, out_valid
 
 
+def read_aux_on_grid(
+    aux_path: str | Path, *, crs: "object | None", transform: "object | None", width: int,
+    height: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read band 1 of an auxiliary raster (NIR, DSM, SAR, ...) on an image's pixel grid.
+
+    A georeferenced auxiliary raster is warped onto the grid (bilinear; area average when it
+    is more than 10 % finer); without a CRS on either side it must have the grid's exact
+    size and is taken pixel for pixel. Non-uint8 values get the per-band 2–98 % stretch
+    (:mod:`roadx.io.bands`) over the valid pixels on the grid.
+
+    Args:
+        aux_path: any raster GDAL reads.
+        crs, transform: the grid's CRS and affine transform (None: not georeferenced).
+        width, height: grid size in pixels.
+
+    Returns:
+        ``(values (H, W) uint8, valid (H, W) bool)``; invalid where the raster has nodata or
+        does not cover the grid.
+
+    Raises:
+        DatasetError: unreadable file; no common georeferencing and a different size; no
+            overlap with the grid.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.vrt import WarpedVRT
+
+    aux_path = Path(aux_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(aux_path)
+    except RasterioIOError as err:
+        raise DatasetError(f"{aux_path}: auxiliary raster cannot be opened ({err}).") from err
+    with src:
+        georeferenced = crs is not None and src.crs is not None and _gsd_m(src) is not None
+        if not georeferenced:
+            if (src.width, src.height) != (width, height):
+                raise DatasetError(
+                    f"{aux_path}: auxiliary raster is {src.width}×{src.height} px without a "
+                    f"common CRS, its image {width}×{height} px; expected the same size (or "
+                    "both georeferenced, to warp it onto the image)."
+                )
+            data, valid = src.read(1), src.dataset_mask() > 0
+        else:
+            down = (_gsd_m(src) or 0.0) * (1 + GSD_TOLERANCE) < _grid_gsd_m(crs, transform, width, height)
+            with WarpedVRT(
+                src, crs=crs, transform=transform, width=width, height=height,
+                resampling=Resampling.average if down else Resampling.bilinear,
+                add_alpha=src.nodata is None and not any(
+                    m.name == "alpha" for m in src.colorinterp),
+            ) as vrt:
+                data, valid = vrt.read(1), vrt.dataset_mask() > 0
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data)
+    if not valid.any():
+        raise DatasetError(
+            f"{aux_path}: the auxiliary raster has no valid pixel on its image's grid (no "
+            "overlap, or all nodata); expected a co-registered raster."
+        )
+    values = _stretch_bands(data[None], valid)[0]
+    values[~valid] = 0
+    return values, valid
+
+
+def _grid_gsd_m(crs: "object", transform: "object", width: int, height: int) -> float:
+    """Metres per pixel of a grid (CRS + affine transform), as inference computes it."""
+    from roadx.io.raster import grid_gsd_m
+
+    return grid_gsd_m(crs, transform, width, height)
+
+
+def _with_extra(
+    image: np.ndarray, valid: np.ndarray, *, path: Path, extra: str | None, has_nir: bool,
+    aux_path: Path | None, crs: "object | None", transform: "object | None",
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
+    """Append the extra band (an auxiliary raster, else the image's own NIR) to ``image``."""
+    rgb = ("R", "G", "B")
+    if extra is None:
+        return image[..., :3], rgb, None
+    if aux_path is not None:
+        values, aux_valid = read_aux_on_grid(
+            aux_path, crs=crs, transform=transform, width=image.shape[1], height=image.shape[0]
+        )
+        return np.concatenate([image[..., :3], values[..., None]], -1), (*rgb, extra), aux_valid
+    if has_nir and extra.upper() in ("NIR", "N"):
+        return image, (*rgb, extra), valid.copy()
+    logger.debug("%s: no %s band; the channel is absent (no data)", path, extra)
+    return image[..., :3], rgb, None
+
+
 def read_labelled_pair(
     image_path: str | Path,
     mask_path: str | Path,
@@ -186,28 +301,51 @@ def read_labelled_pair(
     source_gsd_m: float | None = None,
     target_gsd_m: float | None = None,
     white_is_nodata: bool = True,
+    extra: str | None = None,
+    aux_path: str | Path | None = None,
 ) -> LabelledImage:
     """Read an image and its road mask, mark no-data, and resample to ``target_gsd_m``.
 
     Args:
         image_path: any raster GDAL or Pillow reads (JPEG, PNG, WebP, GeoTIFF). 1 band is
-            repeated to 3; 16-bit data get a global 2–98 % stretch; alpha is the valid mask.
+            repeated to 3; non-uint8 bands get the per-band 2–98 % stretch of
+            :mod:`roadx.io.bands`; alpha is the valid mask.
         mask_path: raster of the same width and height; road where band 1 > 127.
         source_gsd_m: GSD of a non-georeferenced image in m/px (a georeferenced image uses its
             own). None with a target GSD means "already at the target".
         target_gsd_m: GSD to resample to (None: keep the source GSD). Sources within 10 % of
             the target are not resampled.
-        white_is_nodata: treat pure-white (255, 255, 255) pixels as no-data.
+        white_is_nodata: treat pure-white (255, 255, 255) pixels of a uint8 image as no-data.
+        extra: name of a 4th channel to add (a model card's ``nir``/``aux`` band, e.g.
+            ``"NIR"``): read from ``aux_path`` when given, else the image's own NIR band
+            (``"NIR"`` only); left out when neither exists (``bands`` then has 3 names).
+        aux_path: auxiliary raster for ``extra``, see :func:`read_aux_on_grid`.
 
     Returns:
         The :class:`LabelledImage`; ``gsd_m`` is the GSD of the returned arrays.
 
     Raises:
-        DatasetError: unreadable file, image and mask of different size, or no valid pixel.
+        DatasetError: unreadable file, image and mask of different size, unusable bands,
+            an auxiliary raster that does not fit, or no valid pixel.
     """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
     image_path, mask_path = Path(image_path), Path(mask_path)
-    data, mask, alpha, own_gsd_m = _read_plain(image_path)
-    image, valid = _rgb_and_valid(alpha, data, mask)
+    data, mask, colorinterp, own_gsd_m = _read_plain(image_path)
+    image, valid, has_nir = _image_and_valid(
+        image_path, colorinterp, data, mask, nir=extra is not None and aux_path is None
+    )
+    crs = transform = None
+    if aux_path is not None and own_gsd_m is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(image_path) as src:
+                crs, transform = src.crs, src.transform
+    image, bands, extra_valid = _with_extra(
+        image, valid, path=image_path, extra=extra, has_nir=has_nir,
+        aux_path=None if aux_path is None else Path(aux_path), crs=crs, transform=transform,
+    )
     label, _, _, _ = _read_plain(mask_path)
     if label.shape[1:] != image.shape[:2]:
         raise DatasetError(
@@ -216,18 +354,22 @@ def read_labelled_pair(
             "size. Fix or remove the pair."
         )
     road = label[0] > 127
-    if white_is_nodata:
-        valid &= ~white_nodata(image)
+    if white_is_nodata and data.dtype == np.uint8:  # not for stretched imagery: its white
+        valid &= ~white_nodata(image[..., :3])      # is the top 2 % of the data
+
     gsd_m = own_gsd_m or source_gsd_m or target_gsd_m or 1.0
     if target_gsd_m is not None and abs(gsd_m - target_gsd_m) / target_gsd_m > GSD_TOLERANCE:
         image, road, valid = resample_labelled(image, road, valid, factor=gsd_m / target_gsd_m)
+        if extra_valid is not None:
+            extra_valid = _resize(extra_valid.astype(np.uint8) * 255, *valid.shape,
+                                  smooth=True) >= 128
         gsd_m = target_gsd_m
     if not valid.any():
         raise DatasetError(
             f"{image_path}: no valid pixel (all no-data, alpha 0 or pure white); expected "
             "imagery. Remove the sample."
         )
-    return LabelledImage(image, road, valid, float(gsd_m), image_path)
+    return LabelledImage(image, road, valid, float(gsd_m), image_path, bands, extra_valid)
 
 
 def _metric_crs(src: "object") -> "object":
@@ -286,6 +428,8 @@ def read_labelled_scene(
     *,
     target_gsd_m: float | None = None,
     road_width_m: float = 4.0,
+    extra: str | None = None,
+    aux_path: str | Path | None = None,
 ) -> LabelledImage:
     """Read a georeferenced scene and rasterize its road centrelines as a buffered mask.
 
@@ -298,13 +442,15 @@ def read_labelled_scene(
         label_paths: vector files with road lines; they may cover many scenes (clipped here).
         target_gsd_m: output GSD in m/px (None: the scene's own GSD).
         road_width_m: total buffered road width in metres.
+        extra, aux_path: a 4th channel, as in :func:`read_labelled_pair` (an auxiliary
+            raster is warped onto the same metric grid).
 
     Returns:
         The :class:`LabelledImage` on the warped grid.
 
     Raises:
         DatasetError: unreadable scene or labels, no georeferencing, no line inside the scene,
-            or no valid pixel.
+            unusable bands, an auxiliary raster that does not fit, or no valid pixel.
     """
     import rasterio
     from rasterio.enums import Resampling
@@ -320,7 +466,7 @@ def read_labelled_scene(
     except RasterioIOError as err:
         raise DatasetError(f"{scene_path}: cannot be opened as a raster ({err}).") from err
     with src:
-        source_gsd_m = _pixel_size_m(src)
+        source_gsd_m = _gsd_m(src)
         if source_gsd_m is None:
             raise DatasetError(
                 f"{scene_path}: no CRS or geotransform; expected a georeferenced scene to match "
@@ -332,8 +478,7 @@ def read_labelled_scene(
             src.crs, dst_crs, src.width, src.height, *src.bounds, resolution=gsd_m
         )
         down = gsd_m > source_gsd_m * (1 + GSD_TOLERANCE)
-        alpha = _alpha_bands(src)
-        has_mask = any(alpha) or src.nodata is not None
+        has_mask = any(c.name == "alpha" for c in src.colorinterp) or src.nodata is not None
         with WarpedVRT(
             src,
             crs=dst_crs,
@@ -343,8 +488,14 @@ def read_labelled_scene(
             resampling=Resampling.average if down else Resampling.bilinear,
             add_alpha=not has_mask,  # so pixels outside the source warp to "no data"
         ) as vrt:
-            data, mask = vrt.read(), vrt.dataset_mask()
-        image, valid = _rgb_and_valid(alpha + [True] * (data.shape[0] - len(alpha)), data, mask)
+            data, mask, colorinterp = vrt.read(), vrt.dataset_mask(), list(vrt.colorinterp)
+        image, valid, has_nir = _image_and_valid(
+            scene_path, colorinterp, data, mask, nir=extra is not None and aux_path is None
+        )
+    image, bands, extra_valid = _with_extra(
+        image, valid, path=scene_path, extra=extra, has_nir=has_nir,
+        aux_path=None if aux_path is None else Path(aux_path), crs=dst_crs, transform=transform,
+    )
     lines = read_road_lines(label_paths, dst_crs)
     left, top = transform.c, transform.f
     bounds = box(left, top + transform.e * height, left + transform.a * width, top)
@@ -361,4 +512,4 @@ def read_labelled_scene(
     if not valid.any():
         raise DatasetError(f"{scene_path}: no valid pixel after warping; expected imagery.")
     logger.debug("%s: %d lines rasterized at %.2f m", scene_path, len(buffered), gsd_m)
-    return LabelledImage(image, road.astype(bool), valid, gsd_m, scene_path)
+    return LabelledImage(image, road.astype(bool), valid, gsd_m, scene_path, bands, extra_valid)

@@ -69,6 +69,9 @@ class BandSpec:
         offset: Added after scaling (float, finite).
         dtype: The DN type ``scale``/``offset`` apply to (``"uint8"``: roadx stretches 16-bit
             imagery to uint8 before the network).
+        optional: The model works without this band: where it is missing (no such band in a
+            training sample, no data at a pixel) its input channel is NaN, which the model
+            treats as "absent" (``d3fnet34-mm``'s NIR/auxiliary band). Default False.
 
     Raises:
         InputError: On construction: empty name, unknown role, zero or non-finite scale,
@@ -80,6 +83,7 @@ class BandSpec:
     scale: float = DLINKNET_SCALE[0]
     offset: float = DLINKNET_SCALE[1]
     dtype: str = "uint8"
+    optional: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -111,7 +115,8 @@ class BandSpec:
         return cls(name, role, 1.0 / (dn_max * std), -mean / std)
 
     def to_dict(self) -> dict[str, Any]:
-        """The band as a JSON object ``{"name", "role", "scale", "offset", "dtype"}``."""
+        """The band as a JSON object ``{"name", "role", "scale", "offset", "dtype",
+        "optional"}``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod

@@ -735,7 +735,7 @@ def mm_training_loss(
 #: RGB stream) plus one near-infrared band scaled the same way; weights trained at 1 m.
 D3FNET34_MM_CARD = ModelCard(
     name="d3fnet34-mm",
-    bands=(*uniform_bands("BGR"), BandSpec("NIR", "nir", *DLINKNET_SCALE)),
+    bands=(*uniform_bands("BGR"), BandSpec("NIR", "nir", *DLINKNET_SCALE, optional=True)),
     gsd_m=1.0,
     tile_px=1024,
     input_multiple_px=OUTPUT_STRIDE,

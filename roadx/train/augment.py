@@ -168,7 +168,7 @@ def shift_scale(
     """Scale about the crop centre by (sx, sy) and shift by (dx_px, dy_px), bilinear, border 0.
 
     Args:
-        image: (H, W, 3) uint8.
+        image: (H, W, C) uint8 (every channel is warped alike).
         road: (H, W) bool.
         valid: (H, W) bool.
         sx: horizontal scale factor.
@@ -190,7 +190,8 @@ def shift_scale(
     def warp(channel: np.ndarray) -> np.ndarray:
         return affine_transform(channel, matrix, offset=offset, order=1, mode="constant", cval=0.0)
 
-    out_image = np.stack([warp(image[..., k].astype(np.float32)) for k in range(3)], axis=-1)
+    out_image = np.stack([warp(image[..., k].astype(np.float32)) for k in range(image.shape[-1])],
+                         axis=-1)
     out_road = warp(road.astype(np.float32)) >= 0.5
     out_valid = warp(valid.astype(np.float32)) >= 0.999
     return np.clip(np.round(out_image), 0, 255).astype(np.uint8), out_road, out_valid
@@ -370,16 +371,20 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply the §5.2 augmentation chain to one crop (same geometry for all three arrays).
 
+    Colour changes apply to R, G, B only; channels beyond the third (a NIR or auxiliary band,
+    or a validity channel) are moved with the geometry and never recoloured.
+
     Args:
-        image: (H, W, 3) uint8 RGB, H == W (rot90 needs a square crop).
+        image: (H, W, C) uint8, R, G, B first, H == W (rot90 needs a square crop).
         road: (H, W) bool.
         valid: (H, W) bool.
         rng: random generator (its state decides every draw, so results are reproducible).
         params: probabilities and ranges.
 
     Returns:
-        (image (H, W, 3) uint8, road (H, W) bool, valid (H, W) bool), contiguous.
+        (image (H, W, C) uint8, road (H, W) bool, valid (H, W) bool), contiguous.
     """
+    image, rest = image[..., :3], image[..., 3:]
     if rng.random() < params.p_hsv:
         hue = int(rng.integers(-params.hue_shift, params.hue_shift + 1))
         sat = rng.uniform(-params.sat_shift, params.sat_shift)
@@ -397,6 +402,8 @@ def augment(
         )
     if params.p_domain > 0 and rng.random() < params.p_domain:
         image = domain_shift(image, draw_domain(rng), rng)
+    if rest.shape[-1]:
+        image = np.concatenate([image, rest], axis=-1)
     if rng.random() < params.p_shift_scale:
         scale = 1.0 + rng.uniform(-params.scale_limit, params.scale_limit)
         aspect = 1.0 + rng.uniform(-params.aspect_limit, params.aspect_limit)

@@ -82,6 +82,10 @@ class TrainConfig:
         synthetic_share: share of training crops drawn from freshly generated synthetic
             scenes (:class:`roadx.train.synthetic.SyntheticTiles`, seeded by (seed, epoch,
             index)), 0..0.9; 0 = real data only.
+        aux_suffix: for a model with a NIR/auxiliary band (``d3fnet34-mm``): the auxiliary
+            raster of ``<folder>/<stem>.<ext>`` is ``<folder>/<stem><aux_suffix>.*``
+            (:mod:`roadx.train.datasets`); None: the image's own 4th (NIR) band where it has
+            one. Samples without the band train the model's "band absent" path.
         device: ``auto`` picks CUDA when available.
         precision: ``auto`` (bf16 autocast only on CPUs with native bf16, else fp32; bf16,
             or fp16 with a gradient scaler, on CUDA; :func:`roadx.runtime.choose_precision`),
@@ -130,6 +134,7 @@ class TrainConfig:
     scale_jitter: float = 2.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     synthetic_share: float = 0.0
+    aux_suffix: str | None = None
     device: Device = "auto"
     precision: PrecisionName = "auto"
     workers: int = 0

@@ -1,7 +1,8 @@
 """Tiles in memory, random training crops and fixed validation windows.
 
 Every sample is decoded once, resampled to the training GSD and kept in RAM as an RGB array
-plus a label byte (bit 0 road, bit 1 valid), optionally cached as ``.npy`` files so the next
+(plus a 4th band, NIR or auxiliary, for a multimodal model) and a label byte (bit 0 road,
+bit 1 valid, bit 2 the 4th band has data), optionally cached as ``.npy`` files so the next
 run skips decoding. Training crops are drawn deterministically from ``(seed, epoch, index)``,
 so an interrupted run resumes with the very same crops. Peak memory is about 4 B per pixel of
 all tiles (≈ 1 GB for the 113 Massachusetts tiles at 1 m).
@@ -24,8 +25,8 @@ from roadx.train.synthetic import SyntheticTiles
 
 logger = logging.getLogger(__name__)
 
-ROAD_BIT, VALID_BIT = 1, 2
-_CACHE_VERSION = "1"
+ROAD_BIT, VALID_BIT, EXTRA_VALID_BIT = 1, 2, 4
+_CACHE_VERSION = "2"  # 2: per-band stretch (roadx.io.bands), optional 4th band
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,18 @@ class Tile:
     """A decoded sample at the training GSD.
 
     Attributes:
-        image: (H, W, 3) uint8 RGB.
-        label: (H, W) uint8, bit 0 = road, bit 1 = valid.
+        image: (H, W, C) uint8: R, G, B, then the 4th band when the tile has one (C = 4).
+        label: (H, W) uint8, bit 0 = road, bit 1 = valid, bit 2 = the 4th band has data.
         sample: where it came from.
         gsd_m: metres per pixel.
+        bands: the name of each channel of ``image``, e.g. ``("R", "G", "B", "NIR")``.
     """
 
     image: np.ndarray
     label: np.ndarray
     sample: Sample
     gsd_m: float
+    bands: tuple[str, ...] = ("R", "G", "B")
 
     @property
     def valid_px(self) -> int:
@@ -50,57 +53,78 @@ class Tile:
         return int(np.count_nonzero(self.label & VALID_BIT))
 
 
-def read_sample(sample: Sample, *, gsd_m: float | None, road_width_m: float) -> LabelledImage:
+def read_sample(
+    sample: Sample, *, gsd_m: float | None, road_width_m: float, extra: str | None = None
+) -> LabelledImage:
     """Decode one sample with :mod:`roadx.io.samples` at ``gsd_m``.
+
+    Args:
+        sample: what to read (``sample.aux``: its auxiliary raster, if any).
+        gsd_m: training GSD in m/px (None: the sample's own).
+        road_width_m: buffer width of vector labels, metres.
+        extra: name of the model's 4th band (``"NIR"``, ``"DSM"``, ...) to read from
+            ``sample.aux`` or, for NIR, the image itself; None: R, G, B only.
 
     Raises:
         DatasetError: the sample is unreadable, mismatched or empty.
     """
+    aux = sample.aux if extra is not None else None
     if sample.kind == "pair":
         return read_labelled_pair(
-            sample.image, sample.labels[0], source_gsd_m=sample.source_gsd_m, target_gsd_m=gsd_m
+            sample.image, sample.labels[0], source_gsd_m=sample.source_gsd_m, target_gsd_m=gsd_m,
+            extra=extra, aux_path=aux,
         )
     return read_labelled_scene(
-        sample.image, sample.labels, target_gsd_m=gsd_m, road_width_m=road_width_m
+        sample.image, sample.labels, target_gsd_m=gsd_m, road_width_m=road_width_m,
+        extra=extra, aux_path=aux,
     )
 
 
-def _cache_key(sample: Sample, gsd_m: float | None, road_width_m: float) -> str:
-    parts = [_CACHE_VERSION, str(gsd_m), str(road_width_m)]
-    for path in (sample.image, *sample.labels):
+def _cache_key(
+    sample: Sample, gsd_m: float | None, road_width_m: float, extra: str | None
+) -> str:
+    parts = [_CACHE_VERSION, str(gsd_m), str(road_width_m), str(extra)]
+    aux = (sample.aux,) if extra is not None and sample.aux is not None else ()
+    for path in (sample.image, *sample.labels, *aux):
         stat = path.stat()
         parts += [str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
 
 
 def load_tile(
-    sample: Sample, *, gsd_m: float | None, road_width_m: float, cache_dir: Path | None = None
+    sample: Sample, *, gsd_m: float | None, road_width_m: float, cache_dir: Path | None = None,
+    extra: str | None = None,
 ) -> Tile:
     """Decode one sample (or load it from ``cache_dir``) into a :class:`Tile`.
+
+    ``extra``: the model's 4th band, see :func:`read_sample`.
 
     Raises:
         DatasetError: the sample is unreadable, mismatched or has no valid pixel.
     """
     if cache_dir is not None:
-        key = _cache_key(sample, gsd_m, road_width_m)
+        key = _cache_key(sample, gsd_m, road_width_m, extra)
         img_path, lab_path = cache_dir / f"{key}.img.npy", cache_dir / f"{key}.lab.npy"
         if img_path.is_file() and lab_path.is_file():
             image, label = np.load(img_path), np.load(lab_path)
-            return Tile(image, label, sample, float(gsd_m or 0.0))
+            names = ("R", "G", "B", extra) if image.shape[-1] == 4 and extra else ("R", "G", "B")
+            return Tile(image, label, sample, float(gsd_m or 0.0), names)
     try:
-        item = read_sample(sample, gsd_m=gsd_m, road_width_m=road_width_m)
+        item = read_sample(sample, gsd_m=gsd_m, road_width_m=road_width_m, extra=extra)
     except DatasetError:
         raise
     except (RoadxError, OSError, ValueError, RuntimeError) as err:
         raise DatasetError(f"{sample.image}: cannot be read ({err}).") from err
     label = (item.road.astype(np.uint8) * ROAD_BIT) | (item.valid.astype(np.uint8) * VALID_BIT)
+    if item.extra_valid is not None:
+        label |= (item.extra_valid & item.valid).astype(np.uint8) * EXTRA_VALID_BIT
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for path, arr in ((img_path, item.image), (lab_path, label)):
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, arr)
             tmp.replace(path)
-    return Tile(item.image, label, sample, item.gsd_m)
+    return Tile(item.image, label, sample, item.gsd_m, item.bands)
 
 
 def load_tiles(
@@ -110,6 +134,7 @@ def load_tiles(
     road_width_m: float,
     cache_dir: Path | None = None,
     on_tile: Callable[[int], None] | None = None,
+    extra: str | None = None,
 ) -> tuple[list[Tile], list[tuple[Path, str]]]:
     """Decode every sample; bad samples are logged with their path and skipped.
 
@@ -119,6 +144,7 @@ def load_tiles(
         road_width_m: buffer width for vector labels.
         cache_dir: optional ``.npy`` cache folder.
         on_tile: called with 1 after each sample (progress).
+        extra: the model's 4th band, see :func:`read_sample`.
 
     Returns:
         (tiles, skipped) where skipped lists (path, reason).
@@ -127,7 +153,8 @@ def load_tiles(
     skipped: list[tuple[Path, str]] = []
     for sample in samples:
         try:
-            tile = load_tile(sample, gsd_m=gsd_m, road_width_m=road_width_m, cache_dir=cache_dir)
+            tile = load_tile(sample, gsd_m=gsd_m, road_width_m=road_width_m, cache_dir=cache_dir,
+                             extra=extra)
             tiles.append(tile)
         except (DatasetError, InputError) as err:
             logger.warning("skipped: %s", err)  # the message names the file
@@ -141,10 +168,10 @@ def crop(tile: Tile, row: int, col: int, size_px: int) -> tuple[np.ndarray, np.n
     """Cut a ``size_px`` square at (row, col) (may extend past the tile: zero, invalid).
 
     Returns:
-        ((size, size, 3) uint8 RGB, (size, size) uint8 label byte).
+        ((size, size, C) uint8 in ``tile.bands`` order, (size, size) uint8 label byte).
     """
     height, width = tile.label.shape
-    image = np.zeros((size_px, size_px, 3), np.uint8)
+    image = np.zeros((size_px, size_px, tile.image.shape[-1]), np.uint8)
     label = np.zeros((size_px, size_px), np.uint8)
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + size_px, height), min(col + size_px, width)
@@ -152,6 +179,38 @@ def crop(tile: Tile, row: int, col: int, size_px: int) -> tuple[np.ndarray, np.n
         image[r0 - row : r1 - row, c0 - col : c1 - col] = tile.image[r0:r1, c0:c1]
         label[r0 - row : r1 - row, c0 - col : c1 - col] = tile.label[r0:r1, c0:c1]
     return image, label
+
+
+def channel_map(
+    card_bands: Sequence[str], tile_bands: Sequence[str], optional: Sequence[str] = ()
+) -> tuple[int, ...]:
+    """Index into a tile's channels of each model input band; -1 for an absent optional band.
+
+    Args:
+        card_bands: the model card's band names in network order, e.g. ``("B", "G", "R")``.
+        tile_bands: the names of the tile's channels, e.g. ``("R", "G", "B", "NIR")``.
+        optional: card bands the model works without (``BandSpec.optional``).
+
+    Returns:
+        e.g. ``(2, 1, 0)`` for BGR from RGB; ``(2, 1, 0, -1)`` when NIR is optional and absent.
+
+    Raises:
+        InputError: a band that is not optional is missing from the tile.
+    """
+    names = [b.upper() for b in tile_bands]
+    out = []
+    for band in card_bands:
+        if band.upper() in names:
+            out.append(names.index(band.upper()))
+        elif band in optional:
+            out.append(-1)
+        else:
+            raise InputError(
+                f"the model's band {band!r} cannot be made from training data with bands "
+                f"{tuple(tile_bands)}; give images with that band or an auxiliary raster "
+                "(--aux-suffix)."
+            )
+    return tuple(out)
 
 
 def to_tensors(
@@ -162,21 +221,27 @@ def to_tensors(
     channels: Sequence[int],
     scale: float | Sequence[float],
     offset: float | Sequence[float],
+    extra_valid: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Convert one crop to network tensors.
 
     Args:
-        image: (H, W, 3) uint8 RGB.
+        image: (H, W, C) uint8, R, G, B (then a 4th band).
         road: (H, W) bool.
         valid: (H, W) bool.
-        channels: RGB indexes in network order (BGR → (2, 1, 0)).
+        channels: image channel of each network channel (BGR from RGB → (2, 1, 0)); -1: the
+            band is absent and its channel is NaN (see ``BandSpec.optional``).
         scale: one multiplier, or one per network channel (``ModelCard.input_scales``).
         offset: one offset, or one per network channel (``ModelCard.input_offsets``).
+        extra_valid: (H, W) bool, where channels beyond the third have data; NaN elsewhere
+            (None: everywhere).
 
     Returns:
-        x (3, H, W) float32, road (1, H, W) float32, valid (1, H, W) float32.
+        x (C', H, W) float32 with C' = len(channels), road (1, H, W) float32,
+        valid (1, H, W) float32.
     """
-    x = torch.from_numpy(np.ascontiguousarray(image[..., list(channels)].transpose(2, 0, 1)))
+    picked = [max(c, 0) for c in channels]
+    x = torch.from_numpy(np.ascontiguousarray(image[..., picked].transpose(2, 0, 1)))
     if isinstance(scale, int | float) and isinstance(offset, int | float):
         x = x.float() * scale + offset
     else:
@@ -184,6 +249,11 @@ def to_tensors(
         scales = torch.as_tensor(scale, dtype=torch.float32).expand(n).view(n, 1, 1)
         offsets = torch.as_tensor(offset, dtype=torch.float32).expand(n).view(n, 1, 1)
         x = x.float() * scales + offsets
+    for k, c in enumerate(channels):
+        if c < 0:
+            x[k] = float("nan")
+        elif c >= 3 and extra_valid is not None:
+            x[k][torch.from_numpy(~extra_valid)] = float("nan")
     y = torch.from_numpy(road.astype(np.float32))[None]
     v = torch.from_numpy(valid.astype(np.float32))[None]
     return x, y, v
@@ -248,7 +318,7 @@ class PatchDataset(torch.utils.data.Dataset):
         *,
         length: int,
         crop_px: int,
-        channels: Sequence[int],
+        bands: Sequence[str],
         scale: float | Sequence[float],
         offset: float | Sequence[float],
         seed: int = 0,
@@ -257,8 +327,13 @@ class PatchDataset(torch.utils.data.Dataset):
         min_source_share: float = 0.0,
         augment_params: AugmentParams | None = AugmentParams(),
         synthetic: SyntheticTiles | None = None,
+        optional_bands: Sequence[str] = (),
     ) -> None:
         """Set up sampling weights; ``length`` is the number of crops per epoch.
+
+        ``bands`` are the model card's band names in network order (``("B", "G", "R")``);
+        ``optional_bands`` those the model works without (NaN where a tile lacks them or
+        has no data, see :func:`to_tensors`).
 
         ``synthetic`` (``TrainConfig.synthetic_share`` > 0) replaces the items it picks by
         crops of freshly generated scenes; the other items keep their real crops.
@@ -271,7 +346,10 @@ class PatchDataset(torch.utils.data.Dataset):
             raise DatasetError("no training tiles to draw crops from.")
         self.tiles = list(tiles)
         self.length, self.crop_px, self.seed = length, crop_px, seed
-        self.channels, self.scale, self.offset = tuple(channels), scale, offset
+        self.bands, self.optional_bands = tuple(bands), tuple(optional_bands)
+        self.scale, self.offset = scale, offset
+        for tile in self.tiles:  # a missing band that is not optional fails here, not mid-epoch
+            channel_map(self.bands, tile.bands, self.optional_bands)
         self.min_valid_fraction, self.road_crop_ratio = min_valid_fraction, road_crop_ratio
         self.augment_params = augment_params
         self.synthetic = synthetic
@@ -284,11 +362,12 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def _draw(
         self, rng: np.random.Generator, size: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """A crop: (image (S, S, C) uint8, label byte (S, S), the tile's band names)."""
         need_road = rng.random() < self.road_crop_ratio
         size = size or self.crop_px
         min_road = max(1, size * size // 1000)
-        best: tuple[np.ndarray, np.ndarray] | None = None
+        best: tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None = None
         for _ in range(20):
             tile = self.tiles[int(rng.choice(len(self.tiles), p=self.weights))]
             height, width = tile.label.shape
@@ -299,14 +378,15 @@ class PatchDataset(torch.utils.data.Dataset):
             valid_ok = np.count_nonzero(label & VALID_BIT) >= need_px
             road_ok = np.count_nonzero((label & (ROAD_BIT | VALID_BIT)) == 3) >= min_road
             if valid_ok and (road_ok or not need_road):
-                return image, label
+                return image, label, tile.bands
             if best is None or valid_ok:
-                best = (image, label)
+                best = (image, label, tile.bands)
         assert best is not None
         return best
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Crop ``index`` of the current epoch: x (3, S, S), road (1, S, S), valid (1, S, S)."""
+        """Crop ``index`` of the current epoch: x (C, S, S) with C = len(bands) (NaN where an
+        optional band is absent), road (1, S, S), valid (1, S, S)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         params = self.augment_params
         zoom = 1.0
@@ -316,17 +396,25 @@ class PatchDataset(torch.utils.data.Dataset):
                 log_j = float(np.log(params.scale_jitter))
                 zoom = float(np.exp(rng.uniform(-log_j, log_j)))
         window = max(32, int(round(self.crop_px / zoom)))
+        tile_bands: tuple[str, ...] = ("R", "G", "B")
         if self.synthetic is not None and self.synthetic.picks(self.epoch, index):
             image, road, valid = self.synthetic.crop(self.epoch, index, self.crop_px, zoom)
         else:
-            image, label = self._draw(rng, window)
+            image, label, tile_bands = self._draw(rng, window)
             road, valid = (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0
+            if image.shape[-1] > 3:  # the 4th band's validity travels as one more channel
+                image = np.concatenate([image, ((label & EXTRA_VALID_BIT) > 0)[..., None]
+                                        .astype(np.uint8) * 255], axis=-1)
             if window != self.crop_px:
                 image, road, valid = resize_crop(image, road, valid, self.crop_px)
         if self.augment_params is not None:
             image, road, valid = augment(image, road, valid, rng, self.augment_params)
+        extra_valid = None
+        if image.shape[-1] > 3:
+            image, extra_valid = image[..., :-1], image[..., -1] >= 250
         return to_tensors(
-            image, road, valid, channels=self.channels, scale=self.scale, offset=self.offset
+            image, road, valid, channels=channel_map(self.bands, tile_bands, self.optional_bands),
+            scale=self.scale, offset=self.offset, extra_valid=extra_valid,
         )
 
 
@@ -339,13 +427,13 @@ def resize_crop(
     re-binarised at 0.5 (road) and 0.999 (valid: a pixel touching no-data stays invalid).
 
     Args:
-        image: (S, S, 3) uint8.
+        image: (S, S, C) uint8.
         road: (S, S) bool.
         valid: (S, S) bool.
         size_px: output side in pixels.
 
     Returns:
-        (image (size, size, 3) uint8, road (size, size) bool, valid (size, size) bool).
+        (image (size, size, C) uint8, road (size, size) bool, valid (size, size) bool).
     """
     from scipy.ndimage import zoom
 

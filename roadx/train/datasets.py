@@ -12,8 +12,15 @@ Three layouts are recognised (``detect_format``):
 The validation split is made by **tile**, never by crop: quadrant crops named
 ``<tile>_<r>_<c>`` (as in the Lorudarku Massachusetts folder) belong to their tile, and a tile
 is wholly in one set (SOURCES.md, "Split hygiene").
+
+An auxiliary raster per sample (NIR, DSM, SAR for a multimodal model) is matched by file stem
+with ``aux_suffix``: the auxiliary raster of ``<folder>/<stem>.<ext>`` is
+``<folder>/<stem><aux_suffix>.<any raster extension>`` (e.g. ``images/a.tif`` +
+``images/a_nir.tif``); files named so are not samples themselves.
 """
 
+import dataclasses
+import glob
 import hashlib
 import logging
 import math
@@ -50,6 +57,7 @@ class Sample:
         tile_id: id of the source tile; crops of one tile share it.
         source: the dataset folder the sample comes from.
         source_gsd_m: GSD of a non-georeferenced image in m/px (None: read from the file).
+        aux: the sample's auxiliary raster (see the module notes), or None.
     """
 
     image: Path
@@ -58,6 +66,7 @@ class Sample:
     tile_id: str
     source: Path
     source_gsd_m: float | None = None
+    aux: Path | None = None
 
 
 def tile_id_of(stem: str) -> str:
@@ -93,12 +102,16 @@ def detect_format(root: Path) -> str:
     )
 
 
-def _folder_samples(root: Path, source_gsd_m: float | None) -> list[Sample]:
+def _folder_samples(
+    root: Path, source_gsd_m: float | None, aux_suffix: str | None = None
+) -> list[Sample]:
     masks = {p.stem: p for p in (root / "masks").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     samples = []
     for image in sorted((root / "images").iterdir()):
         if image.suffix.lower() not in IMAGE_SUFFIXES:
             continue
+        if aux_suffix and image.stem.endswith(aux_suffix):
+            continue  # an auxiliary raster, see _attach_aux
         mask = masks.get(image.stem)
         if mask is None:
             logger.warning("%s: no mask masks/%s.png; skipped", image, image.stem)
@@ -141,6 +154,7 @@ def discover_samples(
     fmt: str = "auto",
     labels: Sequence[str | Path] = (),
     source_gsd_m: float | None = None,
+    aux_suffix: str | None = None,
 ) -> list[Sample]:
     """List the labelled samples of one or more dataset folders (layouts may be mixed).
 
@@ -149,6 +163,8 @@ def discover_samples(
         fmt: ``"auto"``, ``"deepglobe"``, ``"folders"`` or ``"gis"`` (applies to every folder).
         labels: vector files for GIS scenes that have no same-stem vector file.
         source_gsd_m: GSD of non-georeferenced images (None: 0.5 m DeepGlobe, 1 m folders).
+        aux_suffix: match each sample's auxiliary raster by stem + this suffix (module
+            notes); samples without one keep ``aux=None`` (the model sees that band absent).
 
     Returns:
         Samples sorted by folder, then file name. Images without a mask are logged and left out.
@@ -164,7 +180,7 @@ def discover_samples(
             raise DatasetError(f"{root}: dataset folder not found; check --data.")
         gsd = source_gsd_m if source_gsd_m is not None else DEFAULT_SOURCE_GSD_M.get(kind)
         if kind == "folders":
-            found = _folder_samples(root, gsd)
+            found = _folder_samples(root, gsd, aux_suffix)
         elif kind == "deepglobe":
             found = _deepglobe_samples(root, gsd)
         elif kind == "gis":
@@ -173,6 +189,8 @@ def discover_samples(
             raise DatasetError(
                 f"unknown dataset format {kind!r}; expected auto, deepglobe, folders or gis."
             )
+        if aux_suffix:
+            found = _attach_aux(found, aux_suffix)
         logger.info("%s: %d samples (%s layout)", root, len(found), kind)
         samples.extend(found)
     if not samples:
@@ -181,6 +199,24 @@ def discover_samples(
             "image/mask pairs or GeoTIFF scenes with road vectors."
         )
     return samples
+
+
+def _attach_aux(samples: Sequence[Sample], suffix: str) -> list[Sample]:
+    """Drop samples that are auxiliary rasters themselves; give the others their aux file."""
+    kept = []
+    for sample in samples:
+        if sample.image.stem.endswith(suffix):
+            continue
+        folder, stem = sample.image.parent, sample.image.stem
+        matches = sorted(
+            p for p in folder.glob(f"{glob.escape(stem + suffix)}.*")
+            if p.suffix.lower() in IMAGE_SUFFIXES + SCENE_SUFFIXES
+        )
+        if not matches:
+            logger.info("%s: no auxiliary raster %s%s.*; that band is absent", sample.image,
+                        stem, suffix)
+        kept.append(dataclasses.replace(sample, aux=matches[0] if matches else None))
+    return kept
 
 
 def _rank(seed: int, source: Path, tile_id: str) -> str:

@@ -43,10 +43,12 @@ from roadx.runtime.precision import choose_precision
 from roadx.train.augment import AugmentParams
 from roadx.train.config import TrainConfig
 from roadx.train.data import (
+    EXTRA_VALID_BIT,
     ROAD_BIT,
     VALID_BIT,
     PatchDataset,
     Tile,
+    channel_map,
     crop,
     load_tiles,
     to_tensors,
@@ -135,17 +137,25 @@ class TrainResult:
     precision_reason: str = ""
 
 
-def band_channels(card: ModelCard) -> tuple[int, ...]:
-    """RGB indexes of the card's bands in network order, e.g. ('B','G','R') → (2, 1, 0).
+def extra_band(card: ModelCard) -> str | None:
+    """Name of the card's band beyond R, G, B (a NIR or auxiliary band), or None.
 
     Raises:
-        InputError: the card wants a band training cannot provide (only R, G, B).
+        InputError: the card has more than one such band, or a band other than R, G, B that
+            training cannot read (training reads R, G, B plus at most one NIR/auxiliary band).
     """
-    index = {"R": 0, "G": 1, "B": 2}
-    names = card.band_names
-    if any(b.upper() not in index for b in names):
-        raise InputError(f"model card bands {names} cannot be made from RGB training data.")
-    return tuple(index[b.upper()] for b in names)
+    others = [b for b in card.bands if b.name.upper() not in ("R", "G", "B")]
+    if len(others) > 1 or any(b.role not in ("nir", "aux") for b in others):
+        raise InputError(
+            f"model card bands {card.band_names} cannot be made from training data: roadx "
+            "trains on R, G, B plus at most one NIR or auxiliary band."
+        )
+    return others[0].name if others else None
+
+
+def optional_bands(card: ModelCard) -> tuple[str, ...]:
+    """Names of the card's bands the model works without (``BandSpec.optional``)."""
+    return tuple(b.name for b in card.bands if b.optional)
 
 
 def _base_model(
@@ -202,7 +212,7 @@ def evaluate_windows(
     batch_size: int = 4,
 ) -> tuple[Confusion, float]:
     """Pixel confusion (logit > 0 vs road, valid pixels only) and mean loss over windows."""
-    channels = band_channels(card)
+    optional = optional_bands(card)
     total, losses = Confusion(), []
     model.eval()
     with torch.no_grad():
@@ -212,7 +222,9 @@ def evaluate_windows(
                 image, label = crop(tiles[k], row, col, size_px)
                 x, y, v = to_tensors(
                     image, (label & ROAD_BIT) > 0, (label & VALID_BIT) > 0,
-                    channels=channels, scale=card.input_scales, offset=card.input_offsets,
+                    channels=channel_map(card.band_names, tiles[k].bands, optional),
+                    scale=card.input_scales, offset=card.input_offsets,
+                    extra_valid=(label & EXTRA_VALID_BIT) > 0,
                 )
                 xs.append(x), ys.append(y), vs.append(v)
             x, y, v = (torch.stack(t).to(device) for t in (xs, ys, vs))
@@ -227,12 +239,14 @@ def evaluate_windows(
 
 
 def _load_data(
-    config: TrainConfig, gsd_m: float, emit: Callable[[TrainEvent], None]
+    config: TrainConfig, card: ModelCard, emit: Callable[[TrainEvent], None]
 ) -> tuple[list[Tile], list[Tile], list[tuple[Path, str]]]:
     """Discover, split and decode the samples: (train tiles, val tiles, skipped)."""
     samples = discover_samples(
-        config.data, fmt=config.format, labels=config.labels, source_gsd_m=config.source_gsd_m
+        config.data, fmt=config.format, labels=config.labels, source_gsd_m=config.source_gsd_m,
+        aux_suffix=config.aux_suffix,
     )
+    gsd_m, extra = card.gsd_m, extra_band(card)
     val_ids = read_val_list(config.val_list) if config.val_list else None
     train_samples, val_samples = split_samples(
         samples, val_fraction=config.val_fraction, val_ids=val_ids, seed=config.seed
@@ -246,10 +260,12 @@ def _load_data(
 
     width_m, cache = config.road_width_m, config.cache_dir
     train_tiles, skipped = load_tiles(
-        train_samples, gsd_m=gsd_m, road_width_m=width_m, cache_dir=cache, on_tile=progress
+        train_samples, gsd_m=gsd_m, road_width_m=width_m, cache_dir=cache, on_tile=progress,
+        extra=extra,
     )
     val_tiles, skipped_val = load_tiles(
-        val_samples, gsd_m=gsd_m, road_width_m=width_m, cache_dir=cache, on_tile=progress
+        val_samples, gsd_m=gsd_m, road_width_m=width_m, cache_dir=cache, on_tile=progress,
+        extra=extra,
     )
     skipped += skipped_val
     if not train_tiles:
@@ -259,6 +275,8 @@ def _load_data(
             f"skipped: {named}); expected readable image/label pairs with valid pixels."
         )
     counts = {"train_tiles": len(train_tiles), "val_tiles": len(val_tiles), "skipped": len(skipped)}
+    if extra is not None:
+        counts[f"tiles_with_{extra}"] = sum(len(t.bands) > 3 for t in train_tiles + val_tiles)
     emit(TrainEvent("loaded", metrics=counts))
     return train_tiles, val_tiles, skipped
 
@@ -332,15 +350,15 @@ def fit(
     card = dataclasses.replace(base_card, gsd_m=float(config.gsd_m or base_card.gsd_m))
     try:
         if tiles is None:
-            train_tiles, val_tiles, skipped = _load_data(config, card.gsd_m, emit)
+            train_tiles, val_tiles, skipped = _load_data(config, card, emit)
         else:
             train_tiles, val_tiles, skipped = list(tiles[0]), list(tiles[1]), []
     except KeyboardInterrupt:
         raise _stopped_before_training(run_dir, saved) from None
     dataset = PatchDataset(
         train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
-        channels=band_channels(card), scale=card.input_scales, offset=card.input_offsets,
-        seed=config.seed, min_valid_fraction=config.min_valid_fraction,
+        bands=card.band_names, optional_bands=optional_bands(card),
+        scale=card.input_scales, offset=card.input_offsets, seed=config.seed, min_valid_fraction=config.min_valid_fraction,
         road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
         augment_params=AugmentParams(
             p_sensor=config.sensor_aug, p_domain=config.domain_aug,
