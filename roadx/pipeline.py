@@ -619,6 +619,7 @@ def _run(
         target_gsd_m=card.gsd_m if options.resample else None,
         gsd_m=options.gsd_m,
         aux=options.aux,
+        optional=tuple(b.name for b in card.bands if b.optional),
     ) as scene:
         if output is not None:
             _check_geojson_possible(scene_path, scene, output)

@@ -237,6 +237,25 @@ def test_aux_covering_half_the_scene_is_nan_outside_it(run, crops: Crops) -> Non
     assert np.abs(half.prob - full.prob)[:, SIZE // 2:].max() > 0.1  # the NaN path was taken
 
 
+def test_a_scene_without_nir_runs_the_model_without_it(run, crops: Crops) -> None:
+    """The card marks NIR optional: an RGB scene (no --aux) is not refused; the NIR channel
+    is NaN everywhere (the model's "band absent" path), R,G,B are the scene's, and the
+    result equals the one where an auxiliary raster has no data anywhere."""
+    rgb = run(crops.rgb)
+    assert torch.isnan(rgb.inputs[0, 3]).all()
+    four = run(crops.all4, bands=(1, 2, 3, 4))
+    assert torch.equal(rgb.inputs[0, :3], four.inputs[0, :3])
+    half = run(crops.rgb, aux=crops.nir_half)
+    right = np.s_[:, SIZE // 2 + 40:]  # far from the half raster's edge: no NIR in the field
+    assert np.isfinite(rgb.prob).all()
+    # measured: at most 0.0007 apart there (deep receptive fields reach the NIR half); 0.84
+    # at most from the run with NIR everywhere
+    np.testing.assert_allclose(rgb.prob[right], half.prob[right], atol=0.005)
+    assert np.abs(rgb.prob - four.prob).max() > 0.1  # the NIR mattered where it was given
+    torch.testing.assert_close(run(crops.rgb, bands=(1, 2, 3)).inputs, rgb.inputs, rtol=0,
+                               atol=0, equal_nan=True)
+
+
 def test_reader_warps_masks_and_stretches_float_aux(tmp_path: Path, crops: Crops) -> None:
     """A float32 NIR at 2.5 m (finer than the scene: averaged when warped) with NaN holes:
     stretched with the scene bands' 2-98 % stretch, NaN pixels are "no aux data"; the

@@ -205,6 +205,15 @@ def test_near_infrared_channel_for_models_that_take_one(tmp_path: Path) -> None:
     rgb = rgb_constant(tmp_path / "rgb.tif", size=8)
     with pytest.raises(SceneError, match=r"rgb\.tif has 3 band\(s\) and no R,G,B,NIR"):
         open_scene(rgb, band_order=order)
+    # an optional NIR band (BandSpec.optional) that the scene lacks is read as absent
+    for bands in (None, (1, 2, 3)):
+        with open_scene(rgb, bands=bands, band_order=order, optional=("NIR",)) as scene:
+            assert scene.absent and scene.aux_channels == (3,) and scene.channels == 4
+            image, valid, aux_valid = scene.read_window_aux(Window(0, 0, 4, 4))
+            assert image.shape == (4, 4, 4) and valid.all() and not aux_valid.any()
+            assert scene.spec.open().absent  # Ray workers reopen it the same way
+    with open_scene(path, band_order=order, optional=("NIR",)) as scene:  # it has one: used
+        assert not scene.absent and scene.band_indexes == (1, 2, 3, 4)
 
 
 def test_naip_red_green_blue_near_infrared(shared_data: Path) -> None:

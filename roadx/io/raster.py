@@ -444,6 +444,7 @@ class SceneSpec:
     target_gsd_m: float | None
     gsd_m: float | None
     aux: str | None = None
+    optional: tuple[str, ...] = ()
 
     def open(self) -> "Scene":
         """Open the scene again (same processing grid, bands, stretch and auxiliary raster).
@@ -452,7 +453,8 @@ class SceneSpec:
             As :func:`open_scene`.
         """
         return open_scene(self.path, bands=self.bands, band_order=self.band_order,
-                          target_gsd_m=self.target_gsd_m, gsd_m=self.gsd_m, aux=self.aux)
+                          target_gsd_m=self.target_gsd_m, gsd_m=self.gsd_m, aux=self.aux,
+                          optional=self.optional)
 
 
 class Scene:
@@ -484,7 +486,10 @@ class Scene:
         channels: channels of :meth:`read_window` (``len(band_order)``).
         aux: the auxiliary raster warped onto the processing grid (``--aux``), or None.
         aux_channels: model-order positions of the channels ``aux`` supplies (``()`` without
-            one).
+            one), or of the optional channels the scene lacks (``absent``).
+        absent: True when ``aux_channels`` are optional bands that neither the scene nor an
+            auxiliary raster supplies (a 3-band scene for ``d3fnet34-mm``): they read as 0
+            with ``aux_valid`` False everywhere, so the model runs without them.
         spec: the :class:`SceneSpec` that opens this scene again (set by
             :func:`open_scene`).
     """
@@ -495,7 +500,7 @@ class Scene:
         self, path: str, src: DatasetReader, vrt: WarpedVRT | None, *,
         georef: Georeferencing, source_gsd_m: float, band_indexes: tuple[int, ...],
         stretch: dict[int, tuple[float, float]], aux: "AuxRaster | None" = None,
-        aux_channels: tuple[int, ...] = (),
+        aux_channels: tuple[int, ...] = (), absent: bool = False,
     ) -> None:
         self.path = Path(path)
         self._uri = path
@@ -525,6 +530,7 @@ class Scene:
         )
         self.aux = aux
         self.aux_channels = aux_channels
+        self.absent = absent
         self.channels: int = len(band_indexes) + len(aux_channels)
         self._scene_channels = [c for c in range(self.channels) if c not in aux_channels]
 
@@ -597,7 +603,8 @@ class Scene:
             ``(image, valid, aux_valid)``: ``image`` and ``valid`` as :meth:`read_window`;
             ``aux_valid`` ``(h, w)`` bool, True where every auxiliary band has data (inside
             the auxiliary raster's extent, not nodata or masked, finite), also where the scene
-            itself is invalid; None for a scene without an auxiliary raster.
+            itself is invalid; None for a scene without an auxiliary raster; all False for
+            ``absent`` optional channels.
 
         Raises:
             roadx.errors.InputError: the scene or the auxiliary raster cannot be read there
@@ -605,7 +612,8 @@ class Scene:
         """
         image = np.zeros((self.channels, window.height, window.width), dtype=np.uint8)
         valid = np.zeros(window.shape, dtype=bool)
-        aux_valid = None if self.aux is None else np.zeros(window.shape, dtype=bool)
+        aux_valid = (None if self.aux is None and not self.absent
+                     else np.zeros(window.shape, dtype=bool))
         inner, data, inner_valid, aux = self._read_inside(window, masks_only=False)
         if data is None:
             return image, valid, aux_valid
@@ -682,6 +690,7 @@ def open_scene(
     path: str | os.PathLike[str], *, bands: Sequence[int] | None = None,
     band_order: Sequence[str] = ("B", "G", "R"), target_gsd_m: float | None = None,
     gsd_m: float | None = None, aux: str | os.PathLike[str] | None = None,
+    optional: Sequence[str] = (),
 ) -> Scene:
     """Open a scene raster for windowed reading on its processing grid.
 
@@ -713,6 +722,10 @@ def open_scene(
             R,G,B only (``bands``: 1 or 3 bands). It is warped onto the processing grid
             window by window (:func:`open_aux`); where it has no data,
             :meth:`Scene.read_window_aux` says so. Needs a scene with a CRS.
+        optional: names in ``band_order`` the model works without (``BandSpec.optional``,
+            e.g. ``("NIR",)`` for ``d3fnet34-mm``). Without ``aux`` and without 4 ``bands``,
+            a scene that has no such band (1 or 3 image bands) is read as R,G,B with those
+            channels absent (:attr:`Scene.absent`) instead of being refused.
 
     Returns:
         The open :class:`Scene`.
@@ -730,8 +743,18 @@ def open_scene(
     """
     aux_uri = None if aux is None else os.fspath(aux)
     aux_channels = () if aux_uri is None else _aux_channels(path, aux_uri, bands, band_order)
-    scene_order = [n for i, n in enumerate(band_order) if i not in aux_channels]
     uri, src = open_dataset(path)
+    absent = False
+    if aux_uri is None and _lacks_optional(src, bands, band_order, optional):
+        aux_channels = tuple(i for i, n in enumerate(band_order) if n in optional)
+        absent = True
+        logger.warning(
+            "%s has no %s band: %s run without it (the model's %s-absent path)", uri,
+            "/".join(band_order[i] for i in aux_channels), "bands " + ",".join(
+                n for i, n in enumerate(band_order) if i not in aux_channels),
+            "/".join(band_order[i] for i in aux_channels),
+        )
+    scene_order = [n for i, n in enumerate(band_order) if i not in aux_channels]
     vrt: WarpedVRT | None = None
     aux_raster: AuxRaster | None = None
     try:
@@ -764,13 +787,28 @@ def open_scene(
         raise
     scene = Scene(uri, src, vrt, georef=georef, source_gsd_m=source_gsd,
                   band_indexes=band_indexes, stretch=stats, aux=aux_raster,
-                  aux_channels=aux_channels)
+                  aux_channels=aux_channels, absent=absent)
     scene.spec = SceneSpec(uri, None if bands is None else tuple(bands), tuple(band_order),
-                           target_gsd_m, gsd_m, aux_uri)
+                           target_gsd_m, gsd_m, aux_uri, tuple(optional))
     logger.info("opened %r", scene)
     if scene.stretch:
         logger.info("global stretch (lo, hi) per channel: %s", scene.stretch)
     return scene
+
+
+def _lacks_optional(
+    src: DatasetReader, bands: Sequence[int] | None, band_order: Sequence[str],
+    optional: Sequence[str],
+) -> bool:
+    """True when ``band_order`` has optional non-R,G,B channels the scene cannot supply: no
+    NIR band by :func:`roadx.io.bands.default_bands`, or ``bands`` giving 1 or 3 bands."""
+    wanted = [n for n in band_order if n not in _COLOURS]
+    if not wanted or any(n not in optional for n in wanted):
+        return False
+    if bands is not None:
+        return len(bands) in (1, 3)
+    roles = default_bands(src.colorinterp)
+    return bool(roles.colour) and roles.nir is None
 
 
 def _aux_channels(
