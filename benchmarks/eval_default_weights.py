@@ -35,10 +35,11 @@ def predict_image(
 ) -> np.ndarray:
     """(H, W) float32 probability of a whole image at 1 m (1024 px windows, 256 px overlap),
     NaN = nodata."""
-    with open_scene(path, gsd_m=1.0, band_order=card.band_names) as scene:
+    optional = tuple(b.name for b in card.bands if b.optional)  # d3fnet34-mm: NIR absent
+    with open_scene(path, gsd_m=1.0, band_order=card.band_names, optional=optional) as scene:
         grid = TileGrid(scene.height, scene.width, tile_px=1024, overlap_px=256)
         prob = np.full((scene.height, scene.width), np.nan, np.float32)
-        for window, band in predict_scene(scene.read_window, grid, model, card, options):
+        for window, band in predict_scene(scene.read_window_aux, grid, model, card, options):
             prob[window.row_off : window.row_off + window.height] = band
     return prob
 
