@@ -228,6 +228,30 @@ def test_missing_aux_zeroes_the_aux_stream_loss() -> None:
     torch.testing.assert_close(kept, expected)
 
 
+def test_training_without_aux_data_leaves_the_aux_stream_statistics_alone() -> None:
+    """Regression: trained on RGB-only data (the NIR channel NaN in every sample), the aux
+    stream's batch norms learned the statistics of the zero placeholder (running variance
+    2e-4 after 80 steps), so real NIR at inference overflowed to inf and every output was
+    NaN. A batch without any auxiliary data now skips the stream in training too."""
+    torch.manual_seed(0)
+    model = d3fnet34_mm(width=TINY).train()
+    before = {k: v.clone() for k, v in model.aux_encoder.state_dict().items()}
+    rgb = torch.randn(4, 3, 64, 64)
+    absent = torch.cat([rgb, torch.full((4, 1, 64, 64), float("nan"))], 1)
+    for _ in range(3):
+        model.forward_train(absent)
+    after = model.aux_encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # same output as the full path would give (the gates ignore missing data)
+    model.eval()
+    with torch.no_grad():
+        nir = torch.cat([rgb, torch.randn(4, 1, 64, 64)], 1)
+        assert torch.isfinite(model(nir)).all()
+    model.train()
+    model.forward_train(torch.cat([rgb, torch.randn(4, 1, 64, 64)], 1))  # with data: updated
+    assert not torch.equal(before["bn1.running_var"], model.aux_encoder.bn1.running_var)
+
+
 # --- building blocks ---------------------------------------------------------------------------
 
 

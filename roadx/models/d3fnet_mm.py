@@ -620,7 +620,12 @@ class D3FNetMM(RoadModel):
         # No auxiliary raster at all (3 channels): f = r exactly, so skip the auxiliary stream.
         # (All-NaN auxiliary data takes the full path, which gives the same output, so that the
         # control flow depends on shapes only: meta device, torch.compile and export work.)
-        a = _stem(self.aux_encoder, aux) if x.shape[1] > 3 else None
+        # Training on a batch without any auxiliary data (an RGB-only dataset, or every sample
+        # dropped) skips the stream as well: run on the zero placeholder, its batch norms would
+        # learn the statistics of a constant input (variance -> 0), and real auxiliary data
+        # would then overflow to inf at inference (0 * inf = NaN through the closed gates).
+        use_aux = x.shape[1] > 3 and not (self.training and not bool(valid.any()))
+        a = _stem(self.aux_encoder, aux) if use_aux else None
         rgb_layers = (self.encoder.layer1, self.encoder.layer2, self.encoder.layer3,
                       self.encoder.layer4)
         aux_layers = (self.aux_encoder.layer1, self.aux_encoder.layer2, self.aux_encoder.layer3,
