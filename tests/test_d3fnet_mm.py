@@ -504,6 +504,7 @@ def test_roadx_predict_on_the_real_four_band_naip_tile(tmp_path, monkeypatch, ca
     assert p.count() > 0.9 * p.size and 0 < p.mean() < 255
     roads = gpd.read_file(tmp_path / "roads.gpkg", layer="roads")
     assert roads.crs == "EPSG:26914"
+    # the NIR band is optional (BandSpec.optional): R,G,B alone run the NIR-absent path
     code, err = run("--bands", "1,2,3", "-o", str(tmp_path / "rgb.gpkg"))
-    assert code == 1 and "Expected 4 bands given as R,G,B,NIR" in err, err
-    assert not (tmp_path / "rgb.gpkg").exists()
+    assert code == 0 and "--bands 1,2,3 names no NIR band" in " ".join(err.split()), err
+    assert gpd.read_file(tmp_path / "rgb.gpkg", layer="roads").crs == "EPSG:26914"

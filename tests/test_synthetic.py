@@ -123,7 +123,7 @@ def _tile() -> Tile:
 
 
 def test_dataset_draws_the_share_from_synthetic_scenes_and_keeps_real_crops() -> None:
-    kw = {"length": 24, "crop_px": 64, "channels": (0, 1, 2), "scale": 1.0, "offset": 0.0,
+    kw = {"length": 24, "crop_px": 64, "bands": ("R", "G", "B"), "scale": 1.0, "offset": 0.0,
           "seed": 5}
     plain = PatchDataset([_tile()], **kw)
     synth = SyntheticTiles(0.5, gsd_m=1.0, seed=5)

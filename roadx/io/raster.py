@@ -748,11 +748,12 @@ def open_scene(
     if aux_uri is None and _lacks_optional(src, bands, band_order, optional):
         aux_channels = tuple(i for i, n in enumerate(band_order) if n in optional)
         absent = True
+        names = "/".join(band_order[i] for i in aux_channels)
         logger.warning(
-            "%s has no %s band: %s run without it (the model's %s-absent path)", uri,
-            "/".join(band_order[i] for i in aux_channels), "bands " + ",".join(
-                n for i, n in enumerate(band_order) if i not in aux_channels),
-            "/".join(band_order[i] for i in aux_channels),
+            "%s %s: bands %s run without it (the model's %s-absent path)", uri,
+            f"has no {names} band" if bands is None else
+            f"--bands {','.join(map(str, bands))} names no {names} band",
+            ",".join(n for i, n in enumerate(band_order) if i not in aux_channels), names,
         )
     scene_order = [n for i, n in enumerate(band_order) if i not in aux_channels]
     vrt: WarpedVRT | None = None
