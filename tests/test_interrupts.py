@@ -79,7 +79,7 @@ elif phase == "metrics":     # state.pt saved, metrics.csv not yet rewritten
     wrap(loop, "write_metrics")
 elif phase == "read":        # reading a window of the scene (reader thread)
     import roadx.io.raster as raster
-    wrap(raster.Scene, "read_window")
+    wrap(raster.Scene, "read_window_aux")  # the reader predict_scene gets
 elif phase == "forward":     # the model's forward passes
     import roadx.predict.engine as engine
     wrap(engine, "_run_batch")
