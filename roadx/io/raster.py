@@ -1002,7 +1002,7 @@ def open_aux(
                     f"the georeferenced scene {os.fspath(scene)} ({crs}); give it a CRS and a "
                     "geotransform."
                 )
-            image = [i + 1 for i, c in enumerate(src.colorinterp) if c != ColorInterp.alpha]
+            image = default_bands(src.colorinterp).image
             if len(image) < count:
                 raise SceneError(
                     f"--aux {uri} has {len(image)} image band(s); the model needs {count} "
@@ -1013,8 +1013,7 @@ def open_aux(
                 src, uri, bands, src.dtypes[bands[0] - 1] != "uint8",
                 expected="expected auxiliary data. Check its nodata value.")
             _check_overlap(src, uri, os.fspath(scene), crs, transform, width, height)
-            aux_gsd = math.sqrt(math.prod(_pixel_size_m(src.crs, src.transform, src.width,
-                                                        src.height)))
+            aux_gsd = grid_gsd_m(src.crs, src.transform, src.width, src.height)
             resampling = (Resampling.average if gsd_m / aux_gsd > 1 + RESAMPLE_TOLERANCE
                           else Resampling.bilinear)
             vrt = WarpedVRT(src, crs=crs, transform=transform, width=width, height=height,

@@ -248,7 +248,10 @@ def read_aux_on_grid(
                 )
             data, valid = src.read(1), src.dataset_mask() > 0
         else:
-            down = (_gsd_m(src) or 0.0) * (1 + GSD_TOLERANCE) < _grid_gsd_m(crs, transform, width, height)
+            from roadx.io.raster import grid_gsd_m
+
+            down = (_gsd_m(src) or 0.0) * (1 + GSD_TOLERANCE) < grid_gsd_m(
+                crs, transform, width, height)
             with WarpedVRT(
                 src, crs=crs, transform=transform, width=width, height=height,
                 resampling=Resampling.average if down else Resampling.bilinear,
@@ -266,13 +269,6 @@ def read_aux_on_grid(
     values = _stretch_bands(data[None], valid)[0]
     values[~valid] = 0
     return values, valid
-
-
-def _grid_gsd_m(crs: "object", transform: "object", width: int, height: int) -> float:
-    """Metres per pixel of a grid (CRS + affine transform), as inference computes it."""
-    from roadx.io.raster import grid_gsd_m
-
-    return grid_gsd_m(crs, transform, width, height)
 
 
 def _with_extra(
