@@ -80,12 +80,13 @@ DEFAULT_TTA = "d4"
 """The TTA of every figure the shipped card and weights/README.md report as the quality bar
 (``quality_massachusetts_val_d4``, ``quality_spacenet_val``: d4)."""
 SYNTHETIC_CRS = "EPSG:32631"
-UNLABELLED = {  # real scenes without road labels: overlays only (SOURCES.md)
-    "atlanta": "spacenet_solaris/sample_geotiff.tif",
-    "rotterdam_pan1": "spacenet_solaris/preproc_tutorial/pan1.tif",
-    "rotterdam_pan2": "spacenet_solaris/preproc_tutorial/pan2.tif",
-    "rotterdam_pan3": "spacenet_solaris/preproc_tutorial/pan3.tif",
-    "naip": "opengeos_naip/m_4709963_se_14_1_20200831.tif",
+UNLABELLED = {  # real scenes without road labels: overlays only (SOURCES.md); (path, nodata)
+    "atlanta": ("spacenet_solaris/sample_geotiff.tif", None),
+    # the Rotterdam tiles declare no nodata but are zero-filled (pan2 32 %, pan3 39 %)
+    "rotterdam_pan1": ("spacenet_solaris/preproc_tutorial/pan1.tif", 0),
+    "rotterdam_pan2": ("spacenet_solaris/preproc_tutorial/pan2.tif", 0),
+    "rotterdam_pan3": ("spacenet_solaris/preproc_tutorial/pan3.tif", 0),
+    "naip": ("opengeos_naip/m_4709963_se_14_1_20200831.tif", None),
 }
 
 
@@ -508,13 +509,13 @@ def render_overlays(weights: list[Path], labels: list[str], out: Path, tta: str,
     runs = []
     for w, label in zip(weights, labels):
         predictor = Predictor(weights=w, tta=tta, threads=threads)
-        for name, rel in UNLABELLED.items():
+        for name, (rel, nodata) in UNLABELLED.items():
             folder = out / label
             folder.mkdir(parents=True, exist_ok=True)
             res = predictor.extract(DATA / rel, folder / f"{name}.gpkg",
                                     options=replace(predictor.options,
                                                     preview_path=folder / f"{name}.png",
-                                                    overwrite=True))
+                                                    nodata=nodata, overwrite=True))
             runs.append({"weights": label, "scene": name, "roads": res.roads,
                          "km": round(res.total_km, 2), "seconds": round(res.seconds, 1),
                          "preview": str(folder / f"{name}.png")})

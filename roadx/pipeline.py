@@ -103,6 +103,9 @@ class ExtractOptions:
             window by window; where it has no data (nodata, masked, outside its extent) the
             model gets "no auxiliary data" (NaN) and computes its RGB-only path there. See
             :func:`roadx.io.raster.open_aux`. None: the scene supplies every channel.
+        nodata: a source value marking no-data, declared for scenes that do not declare it
+            (or declare another; it replaces the file's nodata value): see
+            :func:`roadx.io.raster.open_scene`. None: the file's own nodata, masks and alpha.
         gsd_m: metres per pixel for an image without georeferencing: outputs then have no
             CRS and lie at ``x = col * gsd_m``, ``y = -row * gsd_m`` (GDAL/QGIS's placement
             of such an image, scaled to metres; see :func:`roadx.io.raster.pixel_space_transform`).
@@ -133,6 +136,7 @@ class ExtractOptions:
     overlap_px: int | None = None
     bands: tuple[int, ...] | None = None
     aux: str | None = None
+    nodata: float | None = None
     gsd_m: float | None = None
     resample: bool = True
     probability_path: Path | None = None
@@ -609,6 +613,7 @@ def _run(
         options.vectorize, scene=str(scene_path), model=card.name, weights=str(weights),
         weights_sha256=weights_sha256, tta=options.predict.tta, device=str(device),
         precision=precision.name, **({} if options.aux is None else {"aux": options.aux}),
+        **({} if options.nodata is None else {"nodata": f"{options.nodata:g}"}),
     )
 
     start = time.perf_counter()
@@ -620,6 +625,7 @@ def _run(
         gsd_m=options.gsd_m,
         aux=options.aux,
         optional=tuple(b.name for b in card.bands if b.optional),
+        nodata=options.nodata,
     ) as scene:
         if output is not None:
             _check_geojson_possible(scene_path, scene, output)

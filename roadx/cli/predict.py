@@ -125,6 +125,16 @@ def predict(
             "only.",
         ),
     ] = None,
+    nodata: Annotated[
+        float | None,
+        typer.Option(
+            "--nodata", metavar="VALUE",
+            help="Source value that marks no-data, for scenes that do not declare it (e.g. 0 "
+            "for zero-filled edges) or declare another; replaces the file's nodata value, "
+            "keeps alpha bands and masks. A pixel is no-data where every band holds it: no "
+            "roads are predicted there and it is nodata in the outputs.",
+        ),
+    ] = None,
     gsd: GsdOpt = None,
     prob: Annotated[
         Path | None,
@@ -227,6 +237,7 @@ def predict(
         overlap_px=overlap,
         bands=parse_bands(bands),
         aux=aux,
+        nodata=nodata,
         gsd_m=gsd,
         resample=not no_resample,
         probability_path=prob,

@@ -10,7 +10,11 @@ Decisions, following ``../shared/specs/pipeline-anchors.md`` §4.6–4.8:
 * **Validity.** A pixel is valid where the dataset mask (nodata value, alpha band, internal or
   external mask, as GDAL's mask bands report them) of *any* selected band is >= 128 (GDAL's
   ``dataset_mask`` rule, so a dark pixel with one zero channel stays valid), float pixels are
-  finite, and the pixel lies inside the scene. Invalid pixels read as 0.
+  finite, and the pixel lies inside the scene. Invalid pixels read as 0. ``nodata=`` (``roadx
+  predict --nodata 0``) declares a value for files that do not (zero-filled edges of satellite
+  scenes are common): it replaces the file's own nodata value, as ``gdalwarp -srcnodata`` does,
+  and a pixel is no-data where *every* selected band holds it; alpha bands and mask files
+  still count.
 * **Bit depth.** Non-uint8 scenes are stretched to uint8 with *scene-global* per-band 2–98 %
   percentiles from one decimated read (long side <= 1024 px, GDAL uses overviews when they
   exist), excluding invalid pixels. Never per window: that would put seams between tiles.
@@ -378,9 +382,34 @@ def decimated_shape(height: int, width: int) -> tuple[int, int]:
     return max(1, math.ceil(height / scale)), max(1, math.ceil(width / scale))
 
 
+def _file_nodata_masks(src: DatasetReader | WarpedVRT, bands: Sequence[int]) -> bool:
+    """True when the masks of ``bands`` come from the file's nodata value (not from an alpha
+    band or a mask file), i.e. what a ``nodata=`` override replaces."""
+    return all(MaskFlags.nodata in src.mask_flag_enums[b - 1] for b in bands)
+
+
+def nodata_valid(data: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """Validity under a declared no-data value: False where every band equals ``nodata``.
+
+    Args:
+        data: ``(C, h, w)`` source values (any dtype) of the selected bands.
+        nodata: the value, or None (no declared value).
+
+    Returns:
+        ``(h, w)`` bool, or None when ``nodata`` is None. A pixel with one band at the value
+        and another not stays valid (GDAL's ``dataset_mask`` rule for nodata values).
+    """
+    if nodata is None:
+        return None
+    if np.isnan(nodata):
+        return ~np.isnan(data).all(axis=0)
+    return ~(data == nodata).all(axis=0)
+
+
 def _check_not_empty_and_stretch(
     src: DatasetReader, path: str, bands: Sequence[int], stretch: bool, *,
     expected: str = "expected a scene with image data. Check the nodata value and --bands.",
+    nodata: float | None = None,
 ) -> dict[int, tuple[float, float]]:
     """Raise if the raster has no valid pixel; return per-band global stretch stats if asked.
 
@@ -390,6 +419,7 @@ def _check_not_empty_and_stretch(
         bands: 1-based bands to check (and stretch).
         stretch: compute the 2–98 % percentiles of each band (non-uint8 data).
         expected: the end of the no-valid-pixel message (what was expected, what to do).
+        nodata: a declared no-data value replacing the file's (see :func:`open_scene`).
 
     Returns:
         ``{band: (lo, hi)}`` source values mapped to 0 and 255 (empty without ``stretch``).
@@ -400,23 +430,34 @@ def _check_not_empty_and_stretch(
     unique = sorted(set(bands))
     all_valid = all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in unique)
     floating = np.issubdtype(np.dtype(src.dtypes[unique[0] - 1]), np.floating)
-    if all_valid and not stretch:
+    if all_valid and not stretch and nodata is None:
         return {}
     out_shape = (len(unique), *decimated_shape(src.height, src.width))
-    masks = src.read_masks(unique, out_shape=out_shape) >= VALID_MIN
-    data = src.read(unique, out_shape=out_shape) if stretch or floating else None
+    if nodata is not None and _file_nodata_masks(src, unique):
+        masks = np.ones(out_shape, dtype=bool)  # the declared value replaces the file's
+    else:
+        masks = src.read_masks(unique, out_shape=out_shape) >= VALID_MIN
+    read_data = stretch or floating or nodata is not None
+    data = src.read(unique, out_shape=out_shape) if read_data else None
     if data is not None and floating:
         masks &= np.isfinite(data)
+    declared = None if data is None else nodata_valid(data, nodata)
+    if declared is not None:
+        masks &= declared
     if not masks.any():
         # nearest-neighbour decimation can miss small valid areas: confirm with an average
         coarse = src.read_masks(unique, out_shape=out_shape, resampling=Resampling.average) > 0
         if floating:
             mean = src.read(unique, out_shape=out_shape, resampling=Resampling.average)
             coarse &= np.isfinite(mean)
+        if nodata is not None:  # only the declared value: exact, so no average to confirm
+            coarse[:] = False
         if not coarse.any():
+            what = f"equal to the declared no-data value {nodata:g}" if nodata is not None else (
+                "nodata or masked")
             raise SceneError(
-                f"{path} has no valid pixels in bands {tuple(unique)} (everything is nodata or "
-                f"masked); {expected}"
+                f"{path} has no valid pixels in bands {tuple(unique)} (everything is {what}); "
+                f"{expected}"
             )
         masks = coarse
     stats: dict[int, tuple[float, float]] = {}
@@ -445,6 +486,7 @@ class SceneSpec:
     gsd_m: float | None
     aux: str | None = None
     optional: tuple[str, ...] = ()
+    nodata: float | None = None
 
     def open(self) -> "Scene":
         """Open the scene again (same processing grid, bands, stretch and auxiliary raster).
@@ -454,7 +496,7 @@ class SceneSpec:
         """
         return open_scene(self.path, bands=self.bands, band_order=self.band_order,
                           target_gsd_m=self.target_gsd_m, gsd_m=self.gsd_m, aux=self.aux,
-                          optional=self.optional)
+                          optional=self.optional, nodata=self.nodata)
 
 
 class Scene:
@@ -490,6 +532,8 @@ class Scene:
         absent: True when ``aux_channels`` are optional bands that neither the scene nor an
             auxiliary raster supplies (a 3-band scene for ``d3fnet34-mm``): they read as 0
             with ``aux_valid`` False everywhere, so the model runs without them.
+        nodata: the declared no-data value (``open_scene(nodata=)``), or None: the file's
+            own nodata value, masks and alpha band decide validity.
         spec: the :class:`SceneSpec` that opens this scene again (set by
             :func:`open_scene`).
     """
@@ -500,7 +544,7 @@ class Scene:
         self, path: str, src: DatasetReader, vrt: WarpedVRT | None, *,
         georef: Georeferencing, source_gsd_m: float, band_indexes: tuple[int, ...],
         stretch: dict[int, tuple[float, float]], aux: "AuxRaster | None" = None,
-        aux_channels: tuple[int, ...] = (), absent: bool = False,
+        aux_channels: tuple[int, ...] = (), absent: bool = False, nodata: float | None = None,
     ) -> None:
         self.path = Path(path)
         self._uri = path
@@ -514,6 +558,9 @@ class Scene:
         flags = self._reader.mask_flag_enums
         shared = all(MaskFlags.per_dataset in flags[i - 1] for i in self._bands)
         self._mask_bands = self._bands[:1] if shared else self._bands  # alpha/mask: read once
+        self.nodata = nodata
+        # a declared value replaces masks that come from the file's own nodata value
+        self._read_masks = nodata is None or not _file_nodata_masks(self._reader, self._bands)
         self.width: int = self._reader.width
         self.height: int = self._reader.height
         self.crs: CRS | None = georef.crs
@@ -556,17 +603,23 @@ class Scene:
             with self._lock, gdal_env(self._uri):
                 if self._closed:  # a reader thread outliving its run (e.g. after Ctrl-C)
                     raise InputError(f"{self._uri} was closed; reading {window} stopped.")
-                masks = self._reader.read_masks(self._mask_bands, window=rio)
-                data = None if masks_only else self._reader.read(self._bands, window=rio)
+                masks = (self._reader.read_masks(self._mask_bands, window=rio)
+                         if self._read_masks else None)
+                read_data = not masks_only or self.nodata is not None
+                data = self._reader.read(self._bands, window=rio) if read_data else None
                 if not masks_only and self.aux is not None:
                     aux = self.aux.read(rio)  # under the same lock: closed with the scene
         except RasterioIOError as err:
             raise InputError(f"{self._uri}: reading {window} failed ({gdal_reason(err)}); the "
                              "file may be corrupt or truncated.") from err
-        valid = (masks >= VALID_MIN).any(axis=0)
+        valid = (np.ones(inner.shape, dtype=bool) if masks is None
+                 else (masks >= VALID_MIN).any(axis=0))
         if data is not None and np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
-        return inner, data, valid, aux
+        declared = None if data is None else nodata_valid(data, self.nodata)
+        if declared is not None:
+            valid &= declared
+        return inner, None if masks_only else data, valid, aux
 
     def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read one window of the processing grid (boundless).
@@ -648,7 +701,11 @@ class Scene:
         with self._lock:
             data = source.read(self._bands, out_shape=(len(self._bands), *shape),
                                resampling=Resampling.average, masked=True)
-        valid = ~np.ma.getmaskarray(data).any(axis=0)
+        valid = ~np.ma.getmaskarray(data).any(axis=0) if self._read_masks else np.ones(
+            shape, dtype=bool)
+        declared = nodata_valid(np.ma.getdata(data), self.nodata)
+        if declared is not None:  # averaged values: the edge of a no-data area may stay
+            valid &= declared
         image = np.zeros((self.channels, *shape), np.uint8)
         for channel, band in zip(self._scene_channels, self.band_indexes, strict=True):
             image[channel] = self._to_uint8(band, np.ma.getdata(data[self._bands.index(band)]))
@@ -690,7 +747,7 @@ def open_scene(
     path: str | os.PathLike[str], *, bands: Sequence[int] | None = None,
     band_order: Sequence[str] = ("B", "G", "R"), target_gsd_m: float | None = None,
     gsd_m: float | None = None, aux: str | os.PathLike[str] | None = None,
-    optional: Sequence[str] = (),
+    optional: Sequence[str] = (), nodata: float | None = None,
 ) -> Scene:
     """Open a scene raster for windowed reading on its processing grid.
 
@@ -726,6 +783,13 @@ def open_scene(
             e.g. ``("NIR",)`` for ``d3fnet34-mm``). Without ``aux`` and without 4 ``bands``,
             a scene that has no such band (1 or 3 image bands) is read as R,G,B with those
             channels absent (:attr:`Scene.absent`) instead of being refused.
+        nodata: a source value (in the file's units, e.g. ``0`` for zero-filled edges) that
+            marks no-data, for files that do not declare it or declare another: it replaces
+            the file's nodata value (``gdalwarp -srcnodata``), keeps alpha bands and mask
+            files, and a pixel is no-data where every selected band holds it. Such pixels are
+            left out of the uint16 stretch, read as invalid, and become nodata in the
+            outputs. Resampled reads pass it to the WarpedVRT, so no-data does not bleed into
+            valid pixels. None: the file's own nodata value, masks and alpha band.
 
     Returns:
         The open :class:`Scene`.
@@ -734,7 +798,8 @@ def open_scene(
         roadx.errors.InputError: the file does not exist or is not a raster GDAL can read;
             ``aux`` with 4 ``bands`` or with a ``band_order`` of R, G, B only.
         roadx.errors.SceneError: no CRS/geotransform and no ``gsd_m``; a world file in
-            degrees without CRS and no ``gsd_m``; invalid ``bands``; no valid pixel; ``aux``
+            degrees without CRS and no ``gsd_m``; invalid ``bands``; no valid pixel (also:
+            every pixel equals ``nodata``); ``aux``
             with a scene without CRS; every error of :func:`open_aux`.
 
     References:
@@ -770,12 +835,13 @@ def open_scene(
                 )
             band_indexes = _select_bands(src, uri, bands, scene_order)
             stretch_needed = src.dtypes[band_indexes[0] - 1] != "uint8"
-            stats = _check_not_empty_and_stretch(src, uri, band_indexes, stretch_needed)
+            stats = _check_not_empty_and_stretch(src, uri, band_indexes, stretch_needed,
+                                                 nodata=nodata)
             source_gsd = georef.gsd_m
             if target_gsd_m is not None and (
                 abs(source_gsd - target_gsd_m) / target_gsd_m > RESAMPLE_TOLERANCE
             ):
-                vrt, georef = _warped_grid(src, georef, target_gsd_m)
+                vrt, georef = _warped_grid(src, georef, target_gsd_m, nodata)
         if aux_uri is not None:
             reader = vrt if vrt is not None else src
             aux_raster = open_aux(aux_uri, scene=uri, crs=georef.crs, transform=georef.transform,
@@ -788,9 +854,9 @@ def open_scene(
         raise
     scene = Scene(uri, src, vrt, georef=georef, source_gsd_m=source_gsd,
                   band_indexes=band_indexes, stretch=stats, aux=aux_raster,
-                  aux_channels=aux_channels, absent=absent)
+                  aux_channels=aux_channels, absent=absent, nodata=nodata)
     scene.spec = SceneSpec(uri, None if bands is None else tuple(bands), tuple(band_order),
-                           target_gsd_m, gsd_m, aux_uri, tuple(optional))
+                           target_gsd_m, gsd_m, aux_uri, tuple(optional), nodata)
     logger.info("opened %r", scene)
     if scene.stretch:
         logger.info("global stretch (lo, hi) per channel: %s", scene.stretch)
@@ -841,9 +907,10 @@ def _aux_channels(
 
 
 def _warped_grid(
-    src: DatasetReader, georef: Georeferencing, target_gsd_m: float
+    src: DatasetReader, georef: Georeferencing, target_gsd_m: float, nodata: float | None = None,
 ) -> tuple[WarpedVRT, Georeferencing]:
-    """A WarpedVRT in the source CRS whose pixels are ``target_gsd_m`` metres on each axis."""
+    """A WarpedVRT in the source CRS whose pixels are ``target_gsd_m`` metres on each axis
+    (``nodata``: a declared source no-data value, see :func:`open_scene`)."""
     row_m, col_m = georef.pixel_size_m
     sx, sy = target_gsd_m / col_m, target_gsd_m / row_m
     width = max(1, math.ceil(src.width / sx - 1e-6))
@@ -861,6 +928,8 @@ def _warped_grid(
     options: dict[str, Any] = dict(transform=transform, width=width, height=height,
                                    resampling=resampling,
                                    add_alpha=ColorInterp.alpha not in src.colorinterp)
+    if nodata is not None:  # the warper leaves it out of resampling and the alpha band
+        options["src_nodata"] = nodata
     if georef.crs is not None:
         options["crs"] = src.crs
     else:  # no CRS: a plain image (pixel-space transform) or a world file without CRS

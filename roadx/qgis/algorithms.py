@@ -276,6 +276,9 @@ class ExtractRoadsAlgorithm(RoadxAlgorithm):
             "BANDS", "Source bands in R,G,B order, 1-based (e.g. 1,2,3), or one band; R,G,B,NIR for a NIR model",
             optional=True)))
         self.addParameter(_advanced(QgsProcessingParameterNumber(
+            "NODATA", "No-data value for a scene that does not declare it (e.g. 0 for "
+            "zero-filled edges); replaces the file's", type=_DOUBLE, optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Windows per forward pass", type=_INTEGER, defaultValue=4,
             minValue=1)))
         self._add_overwrite_parameter()
@@ -300,6 +303,7 @@ class ExtractRoadsAlgorithm(RoadxAlgorithm):
         bands = self.parameterAsString(parameters, "BANDS", context).strip()
         if bands:
             args += ["--bands", bands]
+        args += self._number_options(parameters, context, [("NODATA", "--nodata")])
         probability = ""
         if self._is_set(parameters, "PROBABILITY"):
             probability = self.parameterAsOutputLayer(parameters, "PROBABILITY", context)
