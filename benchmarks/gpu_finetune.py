@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> None:
         crop_px=args.crop, batch_size=args.batch, lr=args.lr, warmup_steps=args.warmup,
         min_lr_ratio=0.05, val_crop_px=512, val_max_windows=48,
         min_source_share=args.min_source_share, sensor_aug=args.sensor_aug,
-        domain_aug=args.domain_aug, scale_jitter=args.scale_jitter, device=args.device,
+        domain_aug=args.domain_aug, scale_jitter=args.scale_jitter,
+        synthetic_share=args.synthetic_share, device=args.device,
         precision=args.precision, grad_clip=args.grad_clip,
         workers=workers, seed=args.seed, data_license=args.data_license,
         extra={"run": "benchmarks/gpu_finetune.py (packed tiles, JPEG q%d)" % args.quality},
@@ -339,6 +340,8 @@ def main() -> None:
     r.add_argument("--sensor-aug", type=float, default=0.3)
     r.add_argument("--domain-aug", type=float, default=0.5)
     r.add_argument("--scale-jitter", type=float, default=1.5)
+    r.add_argument("--synthetic-share", type=float, default=0.0,
+                   help="share of crops from roadx.train.synthetic scenes (roadx train's option)")
     r.add_argument("--workers", type=int, default=-1)
     r.add_argument("--device", default="auto")
     r.add_argument("--precision", default="fp32",

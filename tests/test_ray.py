@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,13 +30,11 @@ import rasterio
 import torch
 from affine import Affine
 
-from roadx.batch import merge_outputs, predict_many
+from roadx.batch import predict_many
 from roadx.cli import main
 from roadx.cli.predict import EXIT_SOME_FAILED
 from roadx.models import create_model, get_card, save_checkpoint
 from roadx.pipeline import ExtractOptions, extract, with_settings
-from roadx.vectorize import vectorize
-from roadx.vectorize.merge import merge_networks
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 

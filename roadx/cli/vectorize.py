@@ -1,6 +1,5 @@
 """``roadx vectorize``: an existing probability or mask raster → road network layers."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
