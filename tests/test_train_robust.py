@@ -59,12 +59,14 @@ def test_fit_from_decoded_tiles_with_domain_augmentation(tiny_dataset: Path, tmp
     val_tiles, _ = load_tiles(val, gsd_m=1.0, road_width_m=4.0)
     missing = tmp_path / "not-read"  # config.data only documents the origin here
     config = _config(missing, tmp_path / "run", domain_aug=1.0, scale_jitter=2.0, loss="osm",
-                     label_tolerance_m=2.0)
+                     label_tolerance_m=2.0, bn_recal_crops=4)
     result = fit(config, tiles=(train_tiles, val_tiles))
     assert result.train_tiles == len(train_tiles) and result.val_tiles == len(val_tiles)
     _, card = load_checkpoint(result.best_path)
     assert "domain p=1 (scale jitter x2)" in card.training["augmentation"]
     assert "OSM-tolerant (offsets within 2 m" in card.training["loss"]
+    assert card.training["batch_norm_statistics"] == (
+        "re-estimated on 4 clean crops before each validation")
     assert card.training["train_tiles"] == len(train_tiles)
     # best/last are compact (float16 by default); state.pt keeps exact float32 for --resume
     from safetensors.torch import load_file

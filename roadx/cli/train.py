@@ -225,6 +225,16 @@ def train(
             p=_DATA,
         ),
     ] = None,
+    bn_recal_crops: Annotated[
+        int | None,
+        _opt(
+            "--bn-recal-crops",
+            h="Before each validation, re-estimate the batch-norm statistics on this many "
+            "clean training crops (no sensor/domain augmentation, no synthetic scenes), 0 = off "
+            "(default: 256 with --sensor-aug, --domain-aug or --synthetic-share, else 0).",
+            p=_OPT,
+        ),
+    ] = None,
     aux_suffix: Annotated[
         str | None,
         _opt(
@@ -322,7 +332,7 @@ def train(
         "loss": loss, "label_tolerance_m": label_tolerance_m,
         "unlabelled_weight": unlabelled_weight,
         "checkpoint_storage": checkpoint_storage, "synthetic_share": synthetic_share,
-        "aux_suffix": aux_suffix,
+        "aux_suffix": aux_suffix, "bn_recal_crops": bn_recal_crops,
         "model": model,
         "init": init, "resume": resume,
         "epochs": epochs, "samples_per_epoch": samples_per_epoch, "crop_px": crop_px,

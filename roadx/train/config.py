@@ -19,6 +19,10 @@ from roadx.runtime import PRECISION_NAMES, DeviceName, PrecisionName
 DatasetFormat = Literal["auto", "deepglobe", "folders", "gis"]
 Device = DeviceName
 
+BN_RECAL_AUTO_CROPS = 256
+"""Clean crops of the batch-norm re-estimation when ``bn_recal_crops`` is auto (None) and the
+run augments beyond the §5.2 chain (measured: issue #9, README "Batch-norm statistics")."""
+
 _PATH_FIELDS = {"output", "init", "resume", "val_list", "cache_dir"}
 _PATH_TUPLE_FIELDS = {"data", "labels"}
 
@@ -82,6 +86,14 @@ class TrainConfig:
         synthetic_share: share of training crops drawn from freshly generated synthetic
             scenes (:class:`roadx.train.synthetic.SyntheticTiles`, seeded by (seed, epoch,
             index)), 0..0.9; 0 = real data only.
+        bn_recal_crops: before each validation (and so in every saved checkpoint) the
+            batch-norm running statistics are re-estimated on this many *clean* training crops
+            (the §5.2 chain only: no sensor or domain augmentation, no synthetic scenes), as
+            "precise BN" does (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021;
+            :func:`torch.optim.swa_utils.update_bn`). Training with heavy augmentation
+            otherwise leaves statistics of augmented images, which real imagery does not
+            match. None = auto: 256 when ``sensor_aug``, ``domain_aug`` or
+            ``synthetic_share`` is on, else 0 (off).
         aux_suffix: for a model with a NIR/auxiliary band (``d3fnet34-mm``): the auxiliary
             raster of ``<folder>/<stem>.<ext>`` is ``<folder>/<stem><aux_suffix>.*``
             (:mod:`roadx.train.datasets`); None: the image's own 4th (NIR) band where it has
@@ -134,6 +146,7 @@ class TrainConfig:
     scale_jitter: float = 2.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     synthetic_share: float = 0.0
+    bn_recal_crops: int | None = None
     aux_suffix: str | None = None
     device: Device = "auto"
     precision: PrecisionName = "auto"
@@ -180,6 +193,8 @@ class TrainConfig:
             problems.append(
                 f"synthetic_share={self.synthetic_share} (expected 0..0.9; real crops must remain)"
             )
+        if self.bn_recal_crops is not None and self.bn_recal_crops < 0:
+            problems.append(f"bn_recal_crops={self.bn_recal_crops} (expected 0 = off, or crops)")
         if self.lr <= 0 or self.road_width_m <= 0:
             problems.append("lr and road_width_m must be positive")
         if not isinstance(self.model_kwargs, dict):
@@ -190,6 +205,15 @@ class TrainConfig:
             problems.append(f"gsd_m={self.gsd_m} (expected metres per pixel > 0)")
         if problems:
             raise InputError("invalid training settings: " + "; ".join(problems) + ".")
+
+    @property
+    def bn_recal_crops_used(self) -> int:
+        """``bn_recal_crops`` with None (auto) resolved: 256 with sensor/domain augmentation or
+        synthetic crops, else 0."""
+        if self.bn_recal_crops is not None:
+            return self.bn_recal_crops
+        augmented = self.sensor_aug > 0 or self.domain_aug > 0 or self.synthetic_share > 0
+        return BN_RECAL_AUTO_CROPS if augmented else 0
 
     @property
     def steps_per_epoch(self) -> int:

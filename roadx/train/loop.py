@@ -238,6 +238,49 @@ def evaluate_windows(
     return total, float(np.mean(losses)) if losses else float("nan")
 
 
+def recalibrate_batch_norm(
+    model: torch.nn.Module, dataset: torch.utils.data.Dataset, *, batch_size: int,
+    device: torch.device, workers: int = 0,
+) -> int:
+    """Re-estimate the batch-norm running statistics on ``dataset`` ("precise BN").
+
+    Every batch-norm layer that the forward passes reach gets the plain mean of its batch
+    statistics over ``dataset`` (:func:`torch.optim.swa_utils.update_bn`: momentum None, one
+    pass); layers the passes never reach (e.g. ``d3fnet34-mm``'s NIR stream on RGB-only
+    crops) keep their statistics. Weights are not touched; no gradients.
+
+    Args:
+        model: the network, in training or eval mode (restored on return).
+        dataset: items ``(x (C, S, S) float32, ...)``, e.g. a :class:`PatchDataset`.
+        batch_size: crops per forward pass (at least the model's ``min_train_batch``).
+        device: where the model is.
+        workers: DataLoader worker processes.
+
+    Returns:
+        The number of batch-norm layers updated.
+
+    References:
+        Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021 (precise BN); Ioffe & Szegedy,
+        "Batch Normalization", ICML 2015 (population statistics for inference).
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats]
+    before = {m: {k: v.clone() for k, v in m.state_dict().items()} for m in layers}
+    loader = torch.utils.data.DataLoader(  # no ragged last batch (one-image batch norms)
+        dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
+        drop_last=len(dataset) >= batch_size, pin_memory=device.type == "cuda")
+    inputs = (batch[0].to(device).contiguous(memory_format=torch.channels_last)
+              for batch in loader)
+    torch.optim.swa_utils.update_bn(inputs, model)
+    updated = 0
+    for m in layers:
+        if int(m.num_batches_tracked) == 0:  # never reached: keep what it had
+            m.load_state_dict(before[m])
+        else:
+            updated += 1
+    return updated
+
+
 def _load_data(
     config: TrainConfig, card: ModelCard, emit: Callable[[TrainEvent], None]
 ) -> tuple[list[Tile], list[Tile], list[tuple[Path, str]]]:
@@ -370,6 +413,14 @@ def fit(
     windows = validation_windows(
         val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows
     )
+    recal_crops = config.bn_recal_crops_used
+    recal_dataset = None if recal_crops == 0 else PatchDataset(  # clean crops: §5.2 chain only
+        train_tiles, length=recal_crops, crop_px=config.crop_px, bands=card.band_names,
+        optional_bands=optional_bands(card), scale=card.input_scales,
+        offset=card.input_offsets, seed=config.seed + 0xB4,
+        min_valid_fraction=config.min_valid_fraction, road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
+        augment_params=AugmentParams(),
+    )
     model.to(device).train()
     # oneDNN and cuDNN (tensor cores) both run convolutions faster on NHWC tensors
     model.to(memory_format=torch.channels_last)
@@ -487,6 +538,15 @@ def fit(
                 ))
             seconds = time.perf_counter() - started
             phase = "validation"
+            if recal_dataset is not None:
+                recal_started = time.perf_counter()
+                recal_dataset.epoch = state.epoch
+                layers = recalibrate_batch_norm(model, recal_dataset,
+                                                batch_size=config.batch_size, device=device,
+                                                workers=config.workers)
+                logger.info("batch-norm statistics of %d layers re-estimated on %d clean "
+                            "crops in %.0f s", layers, recal_crops,
+                            time.perf_counter() - recal_started)
             conf, val_loss = evaluate_windows(
                 model, val_tiles, windows, size_px=config.val_crop_px, card=card,
                 device=device, autocast=autocast,

@@ -99,6 +99,9 @@ def build_card(
         ),
         "min_source_share": config.min_source_share,
         "synthetic_share": config.synthetic_share,
+        "batch_norm_statistics": (
+            f"re-estimated on {config.bn_recal_crops_used} clean crops before each validation"
+            if config.bn_recal_crops_used else "running averages of the training batches"),
         "precision": precision or config.precision,
         "seed": config.seed,
         "val_metrics": dict(metrics) if metrics else {},
