@@ -125,9 +125,9 @@ def test_fit_saves_recalibrated_statistics_and_the_same_weights(
     """Two one-epoch runs with the domain augmentation, with and without re-estimation: the
     weights are identical (it touches statistics only), the saved statistics are not."""
     from safetensors.torch import load_file
+    from tiny_data import link_real_crops
 
     from roadx.train import fit
-    from tiny_data import link_real_crops
 
     data = link_real_crops(shared_data, tmp_path / "ds")
 

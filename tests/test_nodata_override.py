@@ -131,8 +131,8 @@ def test_cli_predicts_nothing_in_the_fill_and_writes_it_as_nodata(
     pan2: Path, zeros, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     import geopandas as gpd
-    from shapely.geometry import shape
     from rasterio.features import shapes
+    from shapely.geometry import shape
 
     out = tmp_path / "roads.gpkg"
     prob = tmp_path / "prob.tif"

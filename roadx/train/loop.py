@@ -401,7 +401,8 @@ def fit(
     dataset = PatchDataset(
         train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
         bands=card.band_names, optional_bands=optional_bands(card),
-        scale=card.input_scales, offset=card.input_offsets, seed=config.seed, min_valid_fraction=config.min_valid_fraction,
+        scale=card.input_scales, offset=card.input_offsets, seed=config.seed,
+        min_valid_fraction=config.min_valid_fraction,
         road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
         augment_params=AugmentParams(
             p_sensor=config.sensor_aug, p_domain=config.domain_aug,
@@ -418,8 +419,8 @@ def fit(
         train_tiles, length=recal_crops, crop_px=config.crop_px, bands=card.band_names,
         optional_bands=optional_bands(card), scale=card.input_scales,
         offset=card.input_offsets, seed=config.seed + 0xB4,
-        min_valid_fraction=config.min_valid_fraction, road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
-        augment_params=AugmentParams(),
+        min_valid_fraction=config.min_valid_fraction, road_crop_ratio=config.road_crop_ratio,
+        min_source_share=config.min_source_share, augment_params=AugmentParams(),
     )
     model.to(device).train()
     # oneDNN and cuDNN (tensor cores) both run convolutions faster on NHWC tensors
