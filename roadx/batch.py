@@ -270,9 +270,9 @@ def settings_fingerprint(options: ExtractOptions, *, fmt: str, probability: bool
                          preview: bool, weights_sha256: str) -> tuple[str, dict[str, Any]]:
     """The settings that shape a batch's outputs, and their sha256 (hex).
 
-    Included: the weights' sha256, model, window, overlap, bands, GSD, resampling, TTA,
-    blending, precision, every vectorization parameter, the vector format and whether a
-    probability raster and a preview are written. Left out, as they do not change the
+    Included: the weights' sha256, model, window, overlap, bands, declared nodata (when
+    given), GSD, resampling, TTA, blending, precision, every vectorization parameter, the
+    vector format and whether a probability raster and a preview are written. Left out, as they do not change the
     outputs: device, batch size, compile, threads, ``force``, ``overwrite``.
 
     Returns:
@@ -295,6 +295,8 @@ def settings_fingerprint(options: ExtractOptions, *, fmt: str, probability: bool
         "probability": probability,
         "preview": preview,
     }
+    if options.nodata is not None:  # only when given: earlier batches keep their hash
+        settings["nodata"] = options.nodata
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest(), settings
 

@@ -154,6 +154,8 @@ class ExtractOptions:
                 f"--tile {self.tile_px}: the window must be a positive multiple of 32 px (the "
                 f"networks downsample by 32), e.g. {max(32, round(self.tile_px / 32) * 32)}"
             )
+        if self.nodata is not None:
+            object.__setattr__(self, "nodata", float(self.nodata))
         if self.aux is not None:
             object.__setattr__(self, "aux", os.fspath(self.aux))
             if self.bands is not None and len(self.bands) == 4:

@@ -152,3 +152,15 @@ def test_cli_predicts_nothing_in_the_fill_and_writes_it_as_nodata(
     inside = sum(line.intersection(area.buffer(-2)).length for line in roads.geometry
                  for area in fill)
     assert inside == 0.0  # no line runs inside the filled area
+
+
+def test_a_batch_redoes_its_scenes_when_the_declared_value_changes() -> None:
+    from roadx.batch import settings_fingerprint
+    from roadx.pipeline import ExtractOptions
+
+    def digest(**kw) -> str:
+        return settings_fingerprint(ExtractOptions(**kw), fmt="gpkg", probability=False,
+                                    preview=False, weights_sha256="x")[0]
+
+    assert digest() != digest(nodata=0) != digest(nodata=255)
+    assert digest(nodata=0) == digest(nodata=0.0)
