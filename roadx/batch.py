@@ -272,8 +272,9 @@ def settings_fingerprint(options: ExtractOptions, *, fmt: str, probability: bool
 
     Included: the weights' sha256, model, window, overlap, bands, declared nodata (when
     given), GSD, resampling, TTA, blending, precision, every vectorization parameter, the
-    vector format and whether a probability raster and a preview are written. Left out, as they do not change the
-    outputs: device, batch size, compile, threads, ``force``, ``overwrite``.
+    vector format and whether a probability raster and a preview are written. Left out, as
+    they do not change the outputs: device, batch size, compile, threads, ``force``,
+    ``overwrite``.
 
     Returns:
         ``(hash, settings)``: the hex digest and the JSON-able settings it was made from.

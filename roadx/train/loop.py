@@ -398,30 +398,28 @@ def fit(
             train_tiles, val_tiles, skipped = list(tiles[0]), list(tiles[1]), []
     except KeyboardInterrupt:
         raise _stopped_before_training(run_dir, saved) from None
-    dataset = PatchDataset(
-        train_tiles, length=config.samples_per_epoch, crop_px=config.crop_px,
-        bands=card.band_names, optional_bands=optional_bands(card),
-        scale=card.input_scales, offset=card.input_offsets, seed=config.seed,
-        min_valid_fraction=config.min_valid_fraction,
-        road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
-        augment_params=AugmentParams(
-            p_sensor=config.sensor_aug, p_domain=config.domain_aug,
-            scale_jitter=config.scale_jitter,
-        ),
-        synthetic=SyntheticTiles(config.synthetic_share, gsd_m=card.gsd_m, seed=config.seed)
+    def crops(length: int, seed: int, augment_params: AugmentParams,
+              synthetic: SyntheticTiles | None = None) -> PatchDataset:
+        return PatchDataset(
+            train_tiles, length=length, crop_px=config.crop_px, bands=card.band_names,
+            optional_bands=optional_bands(card), scale=card.input_scales,
+            offset=card.input_offsets, seed=seed, min_valid_fraction=config.min_valid_fraction,
+            road_crop_ratio=config.road_crop_ratio, min_source_share=config.min_source_share,
+            augment_params=augment_params, synthetic=synthetic,
+        )
+
+    dataset = crops(
+        config.samples_per_epoch, config.seed,
+        AugmentParams(p_sensor=config.sensor_aug, p_domain=config.domain_aug,
+                      scale_jitter=config.scale_jitter),
+        SyntheticTiles(config.synthetic_share, gsd_m=card.gsd_m, seed=config.seed)
         if config.synthetic_share > 0 else None,
     )
     windows = validation_windows(
         val_tiles, size_px=config.val_crop_px, max_windows=config.val_max_windows
     )
-    recal_crops = config.bn_recal_crops_used
-    recal_dataset = None if recal_crops == 0 else PatchDataset(  # clean crops: §5.2 chain only
-        train_tiles, length=recal_crops, crop_px=config.crop_px, bands=card.band_names,
-        optional_bands=optional_bands(card), scale=card.input_scales,
-        offset=card.input_offsets, seed=config.seed + 0xB4,
-        min_valid_fraction=config.min_valid_fraction, road_crop_ratio=config.road_crop_ratio,
-        min_source_share=config.min_source_share, augment_params=AugmentParams(),
-    )
+    recal_crops = config.bn_recal_crops_used  # clean crops: the §5.2 chain only
+    recal_dataset = crops(recal_crops, config.seed + 0xB4, AugmentParams()) if recal_crops else None
     model.to(device).train()
     # oneDNN and cuDNN (tensor cores) both run convolutions faster on NHWC tensors
     model.to(memory_format=torch.channels_last)
